@@ -1,0 +1,73 @@
+"""Base checkpoints: trained once per (dataset, model, seed, recipe) and shared by every method.
+
+Fairness rests on this: every method of a grid cell starts from the very same weights. The cache
+key hashes everything that changes the trained weights; a file lock makes concurrent workers
+wait for one training instead of racing, and a per-epoch checkpoint lets a killed pretraining
+resume.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bench import models
+from bench.config import RunSpec
+from bench.datasets import Data
+from bench.training import fit
+
+
+def base_key(spec: RunSpec) -> str:
+    blob = json.dumps({"dataset": spec.dataset, "model": spec.model, "model_args": dict(spec.model_args),
+                       "seed": spec.seed, "pretrain": dataclasses.asdict(spec.pretrain),
+                       "val_size": spec.val_size, "train_subset": spec.train_subset}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def base_path(spec: RunSpec, results_dir: str | os.PathLike) -> Path:
+    return Path(results_dir) / "baselines" / f"{spec.dataset}-{spec.model_label}-s{spec.seed}-{base_key(spec)}.pt"
+
+
+def fresh_model(spec: RunSpec, data: Data) -> nn.Module:
+    """The spec's architecture with seeded initial weights."""
+    c, h, _ = data.info.shape
+    torch.manual_seed(spec.seed)
+    model = models.build(spec.model, c, h, **dict(spec.model_args))
+    models.init_weights(model)
+    return model
+
+
+@contextmanager
+def file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def get_or_train(spec: RunSpec, data: Data, results_dir: str | os.PathLike, *, device: str,
+                 progress: bool = True) -> tuple[nn.Module, dict]:
+    """(base model, info) from the cache, training and caching it first if needed."""
+    path = base_path(spec, results_dir)
+    with file_lock(path):
+        if not path.exists():
+            model = fresh_model(spec, data)
+            result = fit(model, data, spec.pretrain, seed=spec.seed, device=device, progress=progress,
+                         desc=f"pretrain {spec.dataset}/{spec.model_label}/s{spec.seed}",
+                         checkpoint=path.with_suffix(".ckpt"))
+            tmp = path.with_suffix(".tmp")
+            torch.save({"model": result.model.cpu(), "history": result.history, "seconds": result.seconds}, tmp)
+            os.replace(tmp, path)
+            path.with_suffix(".ckpt").unlink(missing_ok=True)
+        state = torch.load(path, weights_only=False, map_location="cpu")
+    return state["model"].to(device), {"history": state["history"], "seconds": state["seconds"], "path": str(path)}

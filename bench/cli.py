@@ -1,0 +1,94 @@
+"""Command line: `python -m bench {methods,run,results}`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bench.errors import BenchError
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes integers separated by commas, e.g. 0,1; got '{text}'")
+
+
+def cmd_methods(args) -> int:
+    from bench.registry import get_method, method_names
+
+    for name in method_names():
+        cls = get_method(name)
+        print(f"{name:<14} {cls.kind:<6} {cls.summary}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from bench import config
+    from bench.grid import run_grid
+
+    cfg = config.load(args.config)
+    cfg = config.override(cfg, methods=args.methods, datasets=args.datasets, seeds=args.seeds, targets=args.targets)
+    if args.data_dir:
+        cfg.data_dir = args.data_dir
+    if args.results_dir:
+        cfg.results_dir = args.results_dir
+    counts = run_grid(cfg, progress=not args.no_progress)
+    print("grid finished: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), file=sys.stderr)
+    return 1 if counts.get("failed") else 0
+
+
+def cmd_results(args) -> int:
+    from bench.tracking import Tracker
+
+    df = Tracker(args.results_dir).runs_frame(args.experiment)
+    if args.format == "csv":
+        df.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(df.to_json(orient="records", indent=1))
+    else:
+        cols = ["status", "method", "dataset", "model", "seed", "target", "acc_base", "acc_pruned", "acc_final",
+                "macs_reduction", "params_reduction", "latency_cpu_b64_base_ms", "latency_cpu_b64_pruned_ms"]
+        show = df[[c for c in cols if c in df]].copy()
+        for c in ("acc_base", "acc_pruned", "acc_final", "macs_reduction", "params_reduction"):
+            show[c] = (show[c].astype(float) * 100).round(2)
+        print(show.to_string(index=False) if len(show) else "no runs yet")
+        failed = df[df["status"].isin(["failed", "skipped"])]
+        for _, r in failed.iterrows():
+            print(f"{r['status']}: {r['method']}/{r['dataset']}/{r['model']} s{r['seed']}: {r['error']}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description="prunebench: fair CNN pruning comparisons")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("methods", help="list registered pruning methods").set_defaults(fn=cmd_methods)
+    r = sub.add_parser("run", help="run a grid config (finished cells are skipped)")
+    r.add_argument("config", help="grid YAML, e.g. configs/quick.yaml")
+    r.add_argument("--methods", type=_csv, help="comma list, narrows the config")
+    r.add_argument("--datasets", type=_csv, help="comma list, narrows the config")
+    r.add_argument("--seeds", type=_seeds, help="comma list of integers, replaces the config's")
+    r.add_argument("--targets", type=_csv, help="comma list such as macs:0.5,params:0.3")
+    r.add_argument("--data-dir", help="folder with <dataset>.npz (default: BENCH_DATA or the config)")
+    r.add_argument("--results-dir", help="where runs, checkpoints and the MLflow store go")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.set_defaults(fn=cmd_run)
+    s = sub.add_parser("results", help="print one row per run from MLflow")
+    s.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    s.add_argument("--experiment", help="only this experiment (default: all)")
+    s.add_argument("--results-dir", default="results")
+    s.set_defaults(fn=cmd_results)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

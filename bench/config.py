@@ -1,0 +1,329 @@
+"""Grid config (YAML + CLI overrides) -> validated, frozen run specs whose hash is the run id.
+
+Validation errors name the field and the allowed values, so a typo never reaches training.
+The run id hashes only what changes the result (method, data, model, seed, target, recipes),
+not where files live, so a rerun of the same spec is recognised wherever it runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.errors import ConfigError
+
+TARGET_KINDS = ("macs", "params")
+RANKINGS = ("per_layer", "global")
+SCHEDULES = ("cosine", "step", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training recipe, used for pretraining and for fine-tuning."""
+
+    epochs: int = 1
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    schedule: str = "cosine"
+    augment: bool = True
+
+
+@dataclass(frozen=True)
+class PruningConfig:
+    """How the harness turns a score method's scores into keep-lists (methods.md §0)."""
+
+    ranking: str = "per_layer"      # per_layer: same fraction per unit; global: normalised scores across units
+    rounds: int = 1                 # 1 = one-shot; K = iterative, K x (prune to k/K of the target, fine-tune)
+    include_coupled: bool = False   # prune residual groups too (Li et al. prune block-internal convs only)
+    max_layer_prune: float = 0.9    # never remove more than this fraction of one unit
+    tolerance: float = 0.015        # |achieved - target| allowed, as a fraction
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One grid cell. Frozen and hashable: its canonical JSON hash is the run id."""
+
+    method: str
+    dataset: str
+    model: str
+    seed: int
+    target_kind: str
+    target: float
+    method_args: tuple = ()          # sorted (key, value) pairs
+    model_args: tuple = ()
+    pretrain: TrainConfig = TrainConfig()
+    finetune: TrainConfig = TrainConfig()
+    pruning: PruningConfig = PruningConfig()
+    val_size: int = 5000
+    train_subset: int | None = None
+    test_subset: int | None = None
+    experiment: str = "default"
+
+    def canonical(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["method_args"] = dict(self.method_args)
+        d["model_args"] = dict(self.model_args)
+        return d
+
+    @property
+    def run_id(self) -> str:
+        blob = json.dumps(self.canonical(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def model_label(self) -> str:
+        args = dict(self.model_args)
+        return self.model + "".join(f"-{k}{v}" for k, v in sorted(args.items()))
+
+    @property
+    def label(self) -> str:
+        return f"{self.method}/{self.dataset}/{self.model_label}/{self.target_kind}-{self.target:g}/s{self.seed}"
+
+    def flat_params(self) -> dict[str, str]:
+        """The spec as flat MLflow params (a.b.c = value)."""
+        out: dict[str, str] = {}
+
+        def walk(prefix: str, v: Any):
+            if isinstance(v, dict):
+                for k, sub in v.items():
+                    walk(f"{prefix}.{k}" if prefix else k, sub)
+            else:
+                out[prefix] = str(v)
+        walk("", self.canonical())
+        return out
+
+
+@dataclass
+class DatasetEntry:
+    name: str
+    models: list[tuple[str, tuple]]
+    pretrain: TrainConfig
+    finetune: TrainConfig
+    train_subset: int | None = None
+    test_subset: int | None = None
+
+
+@dataclass
+class GridConfig:
+    name: str
+    methods: dict[str, dict]
+    datasets: list[DatasetEntry]
+    seeds: list[int]
+    targets: list[tuple[str, float]]
+    pruning: PruningConfig = PruningConfig()
+    val_size: int = 5000
+    data_dir: str | None = None
+    results_dir: str = "results"
+    executor: dict = field(default_factory=dict)
+
+    def expand(self) -> list[RunSpec]:
+        """Every (method x dataset x model x target x seed) cell, in a stable order."""
+        specs = []
+        for ds in self.datasets:
+            for model, margs in ds.models:
+                for kind, amount in self.targets:
+                    for seed in self.seeds:
+                        for method, args in self.methods.items():
+                            specs.append(RunSpec(
+                                method=method, dataset=ds.name, model=model, seed=seed,
+                                target_kind=kind, target=amount,
+                                method_args=tuple(sorted(args.items())), model_args=margs,
+                                pretrain=ds.pretrain, finetune=ds.finetune, pruning=self.pruning,
+                                val_size=self.val_size, train_subset=ds.train_subset,
+                                test_subset=ds.test_subset, experiment=self.name))
+        return specs
+
+
+def _fields(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _build(cls, raw: Any, where: str, base=None):
+    """Build a frozen dataclass from a mapping, naming the bad field and the allowed ones."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    allowed = _fields(cls)
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown field; allowed: {', '.join(allowed)}")
+    base = base or cls()
+    values = {}
+    for k, v in raw.items():
+        default = getattr(base, k)
+        expected = type(default)
+        if expected is bool and not isinstance(v, bool):
+            raise ConfigError(f"{where}.{k}: expected true/false, got {v!r}")
+        if expected in (int, float) and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ConfigError(f"{where}.{k}: expected a number, got {v!r}")
+        if expected is int and isinstance(v, float) and not v.is_integer():
+            raise ConfigError(f"{where}.{k}: expected an integer, got {v!r}")
+        values[k] = expected(v) if expected in (int, float) else v
+    return dataclasses.replace(base, **values)
+
+
+def _check_train(tc: TrainConfig, where: str) -> None:
+    if tc.epochs < 0:
+        raise ConfigError(f"{where}.epochs: must be >= 0, got {tc.epochs}")
+    if tc.lr <= 0 or tc.batch_size <= 0:
+        raise ConfigError(f"{where}: lr and batch_size must be > 0")
+    if tc.schedule not in SCHEDULES:
+        raise ConfigError(f"{where}.schedule: '{tc.schedule}' is unknown; allowed: {', '.join(SCHEDULES)}")
+
+
+def parse_target(raw: Any, where: str) -> tuple[str, float]:
+    """`0.5`, `"macs:0.5"` or `{kind: macs, reduction: 0.5}` -> ("macs", 0.5)."""
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        kind, amount = "macs", float(raw)
+    elif isinstance(raw, str) and ":" in raw:
+        kind, _, num = raw.partition(":")
+        try:
+            amount = float(num)
+        except ValueError:
+            raise ConfigError(f"{where}: '{raw}' is not KIND:FRACTION, e.g. macs:0.5") from None
+    elif isinstance(raw, dict) and set(raw) <= {"kind", "reduction"} and "reduction" in raw:
+        kind, amount = raw.get("kind", "macs"), float(raw["reduction"])
+    else:
+        raise ConfigError(f"{where}: '{raw}' is not a target; write 0.5, macs:0.5 or {{kind: macs, reduction: 0.5}}")
+    if kind not in TARGET_KINDS:
+        raise ConfigError(f"{where}: target kind '{kind}' is unknown; allowed: {', '.join(TARGET_KINDS)}")
+    if not 0 < amount < 1:
+        raise ConfigError(f"{where}: reduction {amount} must be a fraction in (0, 1), e.g. 0.5 for -50%")
+    return kind, amount
+
+
+def _parse_models(raw: Any, where: str) -> list[tuple[str, tuple]]:
+    from bench.models import MODELS
+
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where}: expected a non-empty list of models; allowed: {', '.join(sorted(MODELS))}")
+    out = []
+    for i, entry in enumerate(raw):
+        if isinstance(entry, str):
+            name, args = entry, {}
+        elif isinstance(entry, dict) and "name" in entry:
+            args = {k: v for k, v in entry.items() if k != "name"}
+            name = entry["name"]
+        else:
+            raise ConfigError(f"{where}[{i}]: write a model name or {{name: vgg, depth: 11, width: 0.25}}")
+        if name not in MODELS:
+            raise ConfigError(f"{where}[{i}]: model '{name}' is unknown; allowed: {', '.join(sorted(MODELS))}")
+        out.append((name, tuple(sorted(args.items()))))
+    return out
+
+
+def _as_list(v: Any, where: str) -> list:
+    if v is None:
+        raise ConfigError(f"{where}: required")
+    return v if isinstance(v, list) else [v]
+
+
+GRID_FIELDS = ("name", "methods", "datasets", "seeds", "targets", "pruning", "val_size",
+               "data_dir", "results_dir", "executor")
+
+
+def from_dict(raw: dict, name: str = "grid") -> GridConfig:
+    """Validate a parsed YAML mapping into a GridConfig."""
+    from bench.datasets import DATASETS
+    from bench.registry import get_method, method_names
+
+    if not isinstance(raw, dict):
+        raise ConfigError("config: the top level must be a mapping")
+    unknown = sorted(set(raw) - set(GRID_FIELDS))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown field; allowed: {', '.join(GRID_FIELDS)}")
+
+    methods_raw = raw.get("methods")
+    if isinstance(methods_raw, list):
+        methods_raw = {m: {} for m in methods_raw}
+    if not isinstance(methods_raw, dict) or not methods_raw:
+        raise ConfigError(f"methods: expected a mapping of method -> args; allowed: {', '.join(method_names())}")
+    methods = {}
+    for m, args in methods_raw.items():
+        cls = get_method(m)  # raises UnknownMethod naming the allowed ones
+        args = args or {}
+        if not isinstance(args, dict):
+            raise ConfigError(f"methods.{m}: expected a mapping of arguments, got {args!r}")
+        cls.validate_args(args, where=f"methods.{m}")
+        methods[m] = args
+
+    ds_raw = raw.get("datasets")
+    if not isinstance(ds_raw, dict) or not ds_raw:
+        raise ConfigError(f"datasets: expected a mapping of dataset -> settings; allowed: {', '.join(DATASETS)}")
+    datasets = []
+    for d, settings in ds_raw.items():
+        where = f"datasets.{d}"
+        if d not in DATASETS:
+            raise ConfigError(f"{where}: dataset '{d}' is unknown; allowed: {', '.join(DATASETS)}")
+        settings = settings or {}
+        extra = sorted(set(settings) - {"models", "pretrain", "finetune", "train_subset", "test_subset"})
+        if extra:
+            raise ConfigError(f"{where}.{extra[0]}: unknown field; allowed: models, pretrain, finetune, train_subset, test_subset")
+        pre = _build(TrainConfig, settings.get("pretrain"), f"{where}.pretrain")
+        ft = _build(TrainConfig, settings.get("finetune"), f"{where}.finetune")
+        _check_train(pre, f"{where}.pretrain")
+        _check_train(ft, f"{where}.finetune")
+        datasets.append(DatasetEntry(d, _parse_models(settings.get("models"), f"{where}.models"), pre, ft,
+                                     settings.get("train_subset"), settings.get("test_subset")))
+
+    seeds = _as_list(raw.get("seeds", [0]), "seeds")
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"seeds: expected integers, got {seeds}")
+    targets = [parse_target(t, f"targets[{i}]") for i, t in enumerate(_as_list(raw.get("targets", [0.5]), "targets"))]
+    pruning = _build(PruningConfig, raw.get("pruning"), "pruning")
+    if pruning.ranking not in RANKINGS:
+        raise ConfigError(f"pruning.ranking: '{pruning.ranking}' is unknown; allowed: {', '.join(RANKINGS)}")
+    if pruning.rounds < 1 or not 0 < pruning.max_layer_prune < 1:
+        raise ConfigError("pruning: rounds must be >= 1 and max_layer_prune in (0, 1)")
+    val_size = raw.get("val_size", 5000)
+    if not isinstance(val_size, int) or val_size < 1:
+        raise ConfigError(f"val_size: expected a positive integer, got {val_size!r}")
+    executor = raw.get("executor") or {}
+    if not isinstance(executor, dict):
+        raise ConfigError("executor: expected a mapping such as {kind: local}")
+    return GridConfig(name=str(raw.get("name", name)), methods=methods, datasets=datasets, seeds=seeds,
+                      targets=targets, pruning=pruning, val_size=val_size, data_dir=raw.get("data_dir"),
+                      results_dir=str(raw.get("results_dir", "results")), executor=executor)
+
+
+def load(path: str | Path) -> GridConfig:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} not found; the presets are configs/smoke.yaml, configs/quick.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    return from_dict(raw, name=path.stem)
+
+
+def override(cfg: GridConfig, *, methods: list[str] | None = None, datasets: list[str] | None = None,
+             seeds: list[int] | None = None, targets: list[str] | None = None) -> GridConfig:
+    """Narrow a grid from the CLI. A name outside the config is an error, not a silent no-op."""
+    from bench.registry import get_method
+
+    cfg = dataclasses.replace(cfg)
+    if methods:
+        for m in methods:
+            get_method(m)
+        cfg.methods = {m: cfg.methods.get(m, {}) for m in methods}
+    if datasets:
+        have = {d.name: d for d in cfg.datasets}
+        missing = [d for d in datasets if d not in have]
+        if missing:
+            raise ConfigError(f"--datasets: '{missing[0]}' is not in this config; allowed: {', '.join(have)}")
+        cfg.datasets = [have[d] for d in datasets]
+    if seeds:
+        cfg.seeds = list(seeds)
+    if targets:
+        cfg.targets = [parse_target(float(t) if t.replace('.', '', 1).isdigit() else t, "--targets") for t in targets]
+    return cfg

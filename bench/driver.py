@@ -1,0 +1,94 @@
+"""Score-method driver: per-channel scores -> keep-lists that hit a MACs/params target.
+
+Both rankings reduce to one removal order over all (unit, channel) pairs, then a bisection on
+how long a prefix of that order to remove, using the exact analytic cost model:
+- per_layer: channels leave in order of their rank *fraction* inside their unit, so every unit
+  loses the same share (± one channel) — Li et al.'s uniform per-layer rate;
+- global: channels leave in order of score divided by their unit's mean score, so scores of
+  layers with different scales are comparable.
+The plan is then applied to a copy and the achieved reduction re-measured on the real model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from bench.api import Target
+from bench.config import PruningConfig
+from bench.measure import count_macs, count_params
+from bench.surgery import CostModel, find_units, min_keep, prune
+
+
+@dataclass
+class Plan:
+    keep: dict[str, list[int]]
+    predicted_reduction: float
+
+
+def _removal_order(units, scores, ranking: str, max_prune: float) -> list[tuple[str, int]]:
+    keys: list[tuple[float, float, str, int]] = []
+    for name, unit in units.items():
+        s = scores[name].detach().double().cpu().flatten()
+        if len(s) != unit.size:
+            raise ValueError(f"scores for '{name}' have {len(s)} entries, the unit has {unit.size} channels")
+        order = torch.argsort(s, stable=True).tolist()  # least important first
+        removable = unit.size - min_keep(unit.size, max_prune)
+        scale = float(s.abs().mean()) or 1.0
+        for rank, ch in enumerate(order[:removable]):
+            primary = (rank + 1) / unit.size if ranking == "per_layer" else float(s[ch]) / scale
+            keys.append((primary, float(s[ch]), name, ch))
+    keys.sort(key=lambda k: (k[0], k[1]))
+    return [(name, ch) for _, _, name, ch in keys]
+
+
+def plan_keep(model: nn.Module, example: torch.Tensor, scores: Mapping[str, torch.Tensor], target: Target,
+              cfg: PruningConfig = PruningConfig()) -> Plan:
+    """Keep-lists for the units that have scores, removing the least important channels first,
+    sized so that the predicted reduction is as close to `target` as channel granularity allows."""
+    units = {n: u for n, u in find_units(model, example, include_coupled=True).items() if n in scores}
+    unknown = sorted(set(scores) - set(units))
+    if unknown:
+        raise ValueError(f"scores name '{unknown[0]}', which is not a prunable unit root of this model")
+    cost = CostModel(model, example, units)
+    measure = cost.macs if target.kind == "macs" else cost.params
+    full = measure({})
+    order = _removal_order(units, scores, cfg.ranking, cfg.max_layer_prune)
+
+    def reduction(k: int) -> float:
+        kept = {n: u.size for n, u in units.items()}
+        for name, _ in order[:k]:
+            kept[name] -= 1
+        return 1 - measure(kept) / full
+
+    lo, hi = 0, len(order)
+    while lo < hi:  # smallest prefix whose reduction reaches the target
+        mid = (lo + hi) // 2
+        if reduction(mid) >= target.reduction:
+            hi = mid
+        else:
+            lo = mid + 1
+    k = lo
+    if k > 0 and abs(reduction(k - 1) - target.reduction) < abs(reduction(k) - target.reduction):
+        k -= 1
+    removed: dict[str, set[int]] = {n: set() for n in units}
+    for name, ch in order[:k]:
+        removed[name].add(ch)
+    keep = {n: [c for c in range(u.size) if c not in removed[n]] for n, u in units.items() if removed[n]}
+    return Plan(keep, reduction(k))
+
+
+def achieved_reduction(base: nn.Module, pruned: nn.Module, example: torch.Tensor, kind: str) -> float:
+    if kind == "macs":
+        return 1 - count_macs(pruned, example) / count_macs(base, example)
+    return 1 - count_params(pruned) / count_params(base)
+
+
+def prune_to_target(model: nn.Module, example: torch.Tensor, scores: Mapping[str, torch.Tensor],
+                    target: Target, cfg: PruningConfig = PruningConfig()) -> tuple[nn.Module, float]:
+    """Plan, cut, and re-measure: (smaller model, achieved reduction relative to `model`)."""
+    plan = plan_keep(model, example, scores, target, cfg)
+    pruned = prune(model, plan.keep, example)
+    return pruned, achieved_reduction(model, pruned, example, target.kind)

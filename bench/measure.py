@@ -1,0 +1,75 @@
+"""What the benchmark reports about a model: MACs, params, latency, per-layer widths.
+
+MACs follow methods.md §0 (and Li et al. / the PLS code): conv + linear only, per image,
+C_out * C_in/groups * k_h * k_w * H_out * W_out; BN, ReLU, pooling and biases excluded. They are
+counted with forward hooks on the real (physically pruned) model, never derived from masks.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from torch import nn
+
+
+def layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """MACs per conv/linear layer for one image of `example`'s shape."""
+    out: dict[str, int] = {}
+    hooks = []
+
+    def hook(name):
+        def fn(mod, inp, outp):
+            if isinstance(mod, nn.Conv2d):
+                kh, kw = mod.kernel_size
+                out[name] = mod.out_channels * (mod.in_channels // mod.groups) * kh * kw * outp.shape[-2] * outp.shape[-1]
+            else:
+                rows = outp.numel() // outp.shape[0] // mod.out_features
+                out[name] = mod.in_features * mod.out_features * rows
+        return fn
+
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            hooks.append(m.register_forward_hook(hook(name)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return out
+
+
+def count_macs(model: nn.Module, example: torch.Tensor) -> int:
+    return sum(layer_macs(model, example).values())
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def widths(model: nn.Module) -> dict[str, int]:
+    """Output width (filters / features) of every conv and linear layer, in module order."""
+    return {n: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
+            for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
+def latency_ms(model: nn.Module, example: torch.Tensor, batch: int, *, repeats: int = 20,
+               warmup: int = 3, device: str = "cpu") -> float:
+    """Median wall time of one forward pass at `batch`, after warm-up, in milliseconds."""
+    model = model.eval().to(device)
+    x = example[:1].to(device).expand(batch, *example.shape[1:]).contiguous()
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            sync()
+            t = time.perf_counter()
+            model(x)
+            sync()
+            if i >= warmup:
+                times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)

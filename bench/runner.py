@@ -1,0 +1,169 @@
+"""`run_one(spec)`: the single path every grid cell takes, wherever it runs.
+
+data -> shared base checkpoint -> method (score: plan + surgery per round; full: method.prune)
+-> fine-tune -> measure -> MLflow. Stage files under results/runs/<run_id>/ make a killed run
+resume: the pruned model is kept before fine-tuning, and fine-tuning checkpoints every epoch.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import time
+import traceback
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bench import baselines
+from bench.api import FullMethod, ScoreMethod, Target, Task
+from bench.config import RunSpec
+from bench.datasets import Data, load, normalize
+from bench.driver import achieved_reduction, prune_to_target
+from bench.errors import DataUnavailable
+from bench.measure import count_macs, count_params, latency_ms, widths
+from bench.registry import get_method
+from bench.tracking import STATUS_DONE, STATUS_FAILED, STATUS_SKIPPED, RunLogger, Tracker
+from bench.training import default_device, evaluate, fit
+
+
+@functools.lru_cache(maxsize=4)
+def load_data(name: str, data_dir: str | None, val_size: int, train_subset: int | None,
+              test_subset: int | None) -> Data:
+    return load(name, data_dir, val_size=val_size, train_subset=train_subset, test_subset=test_subset)
+
+
+def run_one(spec: RunSpec, *, data_dir: str | None = None, results_dir: str | os.PathLike = "results",
+            tracker: Tracker | None = None, progress: bool = True) -> str:
+    """Run one cell unless it is already done; returns 'cached', 'done', 'skipped' or 'failed'."""
+    tracker = tracker or Tracker(results_dir)
+    if tracker.is_done(spec.experiment, spec.run_id):
+        return "cached"
+    log = tracker.start(spec)
+    try:
+        record = execute(spec, log, data_dir=data_dir, results_dir=Path(results_dir), progress=progress)
+    except DataUnavailable as e:
+        log.finish(STATUS_SKIPPED, str(e))
+        return STATUS_SKIPPED
+    except (Exception, KeyboardInterrupt) as e:
+        log.finish(STATUS_FAILED, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+        workdir = Path(results_dir) / "runs" / spec.run_id
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "traceback.txt").write_text(traceback.format_exc())
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        return STATUS_FAILED
+    log.metrics(record)
+    log.finish(STATUS_DONE)
+    return STATUS_DONE
+
+
+def _trainer(spec: RunSpec, data: Data, device: str, log: RunLogger, progress: bool):
+    """Task.train: the fine-tune recipe (or the pretrain recipe for methods that start from scratch)."""
+    def train(model, epochs, *, hooks=(), make_optimizer=None, lr=None, loss="ce", desc="train", from_scratch=False):
+        cfg = spec.pretrain if from_scratch else spec.finetune
+        if lr is not None:
+            import dataclasses
+            cfg = dataclasses.replace(cfg, lr=lr)
+        result = fit(model, data, cfg, seed=spec.seed, epochs=epochs, hooks=hooks, make_optimizer=make_optimizer,
+                     loss=loss, device=device, desc=f"{spec.method} {desc}", progress=progress)
+        log.curve(desc, result.history)
+        return result
+    return train
+
+
+def _score_rounds(method: ScoreMethod, model: nn.Module, task: Task, target: Target,
+                  spec: RunSpec, example: torch.Tensor) -> tuple[nn.Module, float]:
+    """K rounds of (score, cut to k/K of the target, fine-tune between rounds); one round = one-shot."""
+    base = model
+    rounds = spec.pruning.rounds
+    per_round_ft = spec.finetune.epochs // rounds if rounds > 1 else 0
+    for k in range(1, rounds + 1):
+        goal = target.reduction * k / rounds
+        done = achieved_reduction(base, model, example, target.kind)
+        step = Target(target.kind, 1 - (1 - goal) / (1 - done), target.tolerance)  # relative to current model
+        task.target = step
+        model, _ = prune_to_target(model, example, method.score(model, task), step, spec.pruning)
+        if k < rounds and per_round_ft:
+            model = task.train(model, per_round_ft, desc=f"round{k}").model
+    task.target = target
+    return model, achieved_reduction(base, model, example, target.kind)
+
+
+def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir: Path, progress: bool) -> dict:
+    """Everything after the bookkeeping: returns the metrics record of the run."""
+    data = load_data(spec.dataset, data_dir, spec.val_size, spec.train_subset, spec.test_subset)
+    device = default_device()
+    workdir = results_dir / "runs" / spec.run_id
+    workdir.mkdir(parents=True, exist_ok=True)
+    example = normalize(data.train.x[:2], data.info).to(device)
+    base, base_info = baselines.get_or_train(spec, data, results_dir, device=device, progress=progress)
+    log.curve("pretrain", base_info["history"])
+    log.param("base_checkpoint", base_info["path"])
+    cls = get_method(spec.method)
+    method = cls(**dict(spec.method_args))
+    target = Target(spec.target_kind, spec.target, spec.pruning.tolerance)
+    task = Task(spec=spec, data=Data(data.info, data.train, data.val, None), device=device, example=example,
+                logger=log, trainer=_trainer(spec, data, device, log, progress), target=target)
+
+    staged = workdir / "pruned_before_finetune.pt"
+    if staged.exists():  # resumed: the pruning phase of a killed run already finished
+        state = torch.load(staged, weights_only=False, map_location=device)
+        pruned, prune_time = state["model"], state["prune_time_s"]
+    else:
+        t0 = time.perf_counter()
+        if isinstance(method, ScoreMethod):
+            pruned, _ = _score_rounds(method, copy.deepcopy(base), task, target, spec, example)
+        elif isinstance(method, FullMethod):
+            start = copy.deepcopy(base) if cls.needs_pretrained else baselines.fresh_model(spec, data).to(device)
+            pruned = method.prune(start, task, target)
+        else:
+            raise TypeError(f"{cls.__name__} must subclass ScoreMethod or FullMethod")
+        prune_time = time.perf_counter() - t0
+        torch.save({"model": pruned, "prune_time_s": prune_time}, staged)
+    pruned.to(device)
+    acc_pruned = evaluate(pruned, data.test, data.info, device=device)[1]
+
+    finetune_time = 0.0
+    if cls.needs_finetune and spec.finetune.epochs > 0:
+        result = fit(pruned, data, spec.finetune, seed=spec.seed, device=device, progress=progress,
+                     desc=f"{spec.method} finetune", checkpoint=workdir / "finetune.ckpt")
+        pruned, finetune_time = result.model, result.seconds
+        log.curve("finetune", result.history)
+    return measure_record(base, pruned, data, example, spec, acc_pruned, prune_time, finetune_time, log, workdir)
+
+
+def measure_record(base: nn.Module, pruned: nn.Module, data: Data, example: torch.Tensor, spec: RunSpec,
+                   acc_pruned: float, prune_time: float, finetune_time: float, log: RunLogger,
+                   workdir: Path) -> dict:
+    device = str(example.device)
+    base.eval()
+    pruned.eval()
+    macs_b, macs_p = count_macs(base, example), count_macs(pruned, example)
+    par_b, par_p = count_params(base), count_params(pruned)
+    achieved = 1 - (macs_p / macs_b if spec.target_kind == "macs" else par_p / par_b)
+    torch.save(pruned.cpu(), workdir / "pruned_model.pt")
+    pruned.to(device)
+    record = {
+        "acc_base": evaluate(base, data.test, data.info, device=device)[1],
+        "acc_pruned": acc_pruned,
+        "acc_final": evaluate(pruned, data.test, data.info, device=device)[1],
+        "macs_base": macs_b, "macs_pruned": macs_p, "macs_reduction": 1 - macs_p / macs_b,
+        "params_base": par_b, "params_pruned": par_p, "params_reduction": 1 - par_p / par_b,
+        "target_achieved": achieved, "target_met": float(abs(achieved - spec.target) <= spec.pruning.tolerance),
+        "prune_time_s": prune_time, "finetune_time_s": finetune_time,
+        "model_file_bytes_pruned": (workdir / "pruned_model.pt").stat().st_size,
+    }
+    cpu_ex = example.cpu()
+    base_cpu, pruned_cpu = copy.deepcopy(base).cpu(), copy.deepcopy(pruned).cpu()
+    for b, reps in ((1, 30), (64, 10)):
+        record[f"latency_cpu_b{b}_base_ms"] = latency_ms(base_cpu, cpu_ex, b, repeats=reps)
+        record[f"latency_cpu_b{b}_pruned_ms"] = latency_ms(pruned_cpu, cpu_ex, b, repeats=reps)
+    if torch.cuda.is_available():
+        for b in (1, 64):
+            record[f"latency_gpu_b{b}_base_ms"] = latency_ms(base, example, b, device=device)
+            record[f"latency_gpu_b{b}_pruned_ms"] = latency_ms(pruned, example, b, device=device)
+    log.json_artifact("widths.json", {"base": widths(base), "pruned": widths(pruned)}, workdir)
+    log.artifact(workdir / "pruned_model.pt")
+    return record
