@@ -38,15 +38,22 @@ class Method:
 
     @classmethod
     def validate_args(cls, args: Mapping[str, Any], where: str = "method") -> None:
-        """Reject unknown option names before any training starts."""
+        """Reject unknown option names and bad values before any training starts.
+
+        Constructors must stay cheap (store and check options; no data, no training)."""
         sig = inspect.signature(cls.__init__)
         allowed = [p for p in sig.parameters if p != "self"]
-        if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
-            return
-        for k in args:
-            if k not in allowed:
-                raise ConfigError(f"{where}.{k}: unknown option of method '{cls.name}'; "
-                                  f"allowed: {', '.join(allowed) or '(none)'}")
+        if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+            for k in args:
+                if k not in allowed:
+                    raise ConfigError(f"{where}.{k}: unknown option of method '{cls.name}'; "
+                                      f"allowed: {', '.join(allowed) or '(none)'}")
+        try:  # constructors only store and check options, so building one is the value check
+            cls(**args)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from e
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{where}: bad option value ({e})") from e
 
 
 class ScoreMethod(Method):

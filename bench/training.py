@@ -172,7 +172,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, *, seed: int, epochs: in
             ctx.loss = fn(ctx.model(x), y)
             if not torch.isfinite(ctx.loss):
                 bar.close()
-                raise DivergenceError(f"{desc}: loss became {float(ctx.loss)} at epoch {epoch + 1}, step {ctx.step}; "
+                raise DivergenceError(f"{desc}: loss became {ctx.loss.item()} at epoch {epoch + 1}, step {ctx.step}; "
                                       f"lower the learning rate (lr={cfg.lr})")
             ctx.loss.backward()
             for h in hooks:

@@ -1,0 +1,86 @@
+"""Config validation names the bad field and the allowed values; run ids are stable hashes."""
+import dataclasses
+
+import pytest
+import yaml
+
+from bench import config
+from bench.errors import ConfigError, UnknownMethod
+
+BASE = {
+    "name": "t", "methods": {"magnitude": {}}, "seeds": [0, 1], "targets": ["macs:0.5", 0.3],
+    "datasets": {"mnist": {"models": ["lenet5"], "pretrain": {"epochs": 1}}},
+}
+
+
+def cfg(**changes):
+    raw = {**BASE, **changes}
+    return config.from_dict(raw)
+
+
+def test_expand_is_the_full_cross_product_with_stable_ids():
+    specs = cfg().expand()
+    assert len(specs) == 1 * 1 * 2 * 2
+    assert {(s.target_kind, s.target) for s in specs} == {("macs", 0.5), ("macs", 0.3)}
+    assert len({s.run_id for s in specs}) == 4
+    assert [s.run_id for s in cfg().expand()] == [s.run_id for s in specs]
+
+
+def test_run_id_ignores_paths_but_not_recipes():
+    a = cfg().expand()[0]
+    b = cfg(data_dir="/elsewhere", results_dir="/tmp/x").expand()[0]
+    assert a.run_id == b.run_id
+    c = dataclasses.replace(a, finetune=dataclasses.replace(a.finetune, epochs=7))
+    assert c.run_id != a.run_id
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"methods": {"nope": {}}}, "method 'nope' is not registered; allowed: .*magnitude"),
+    ({"methods": {"magnitude": {"strategy": "bogus"}}}, "strategy.*allowed: greedy, independent"),
+    ({"methods": {"magnitude": {"colour": 1}}}, r"methods.magnitude.colour: unknown option .* allowed: strategy"),
+    ({"datasets": {"cifar100": {"models": ["vgg"]}}}, "datasets.cifar100: .*allowed: mnist, cifar10, svhn"),
+    ({"datasets": {"mnist": {"models": ["alexnet"]}}}, r"datasets.mnist.models\[0\]: model 'alexnet' .*allowed: lenet5"),
+    ({"datasets": {"mnist": {"models": ["lenet5"], "pretrain": {"epochz": 1}}}}, "pretrain.epochz: unknown field; allowed: epochs"),
+    ({"datasets": {"mnist": {"models": ["lenet5"], "pretrain": {"lr": "fast"}}}}, "pretrain.lr: expected a number"),
+    ({"datasets": {"mnist": {"models": ["lenet5"], "finetune": {"schedule": "magic"}}}}, "schedule: 'magic' .*allowed: cosine, step, constant"),
+    ({"targets": ["flops:0.5"]}, "target kind 'flops' is unknown; allowed: macs, params"),
+    ({"targets": [1.5]}, r"reduction 1.5 must be a fraction in \(0, 1\)"),
+    ({"seeds": ["a"]}, "seeds: expected integers"),
+    ({"pruning": {"ranking": "best"}}, "pruning.ranking: 'best' is unknown; allowed: per_layer, global"),
+    ({"colour": "red"}, "colour: unknown field; allowed: name, methods"),
+])
+def test_bad_config_errors_name_field_and_allowed_values(changes, match):
+    with pytest.raises(ConfigError, match=match):
+        cfg(**changes)
+
+
+def test_unknown_method_is_a_config_error():
+    with pytest.raises(UnknownMethod):
+        cfg(methods={"nope": {}})
+
+
+def test_missing_and_invalid_yaml_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        config.load(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("methods: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config.load(bad)
+
+
+def test_cli_overrides_narrow_the_grid_and_reject_unknown_names():
+    c = cfg(datasets={"mnist": {"models": ["lenet5"]}, "cifar10": {"models": ["resnet20"]}})
+    o = config.override(c, methods=["random"], datasets=["mnist"], seeds=[3], targets=["params:0.4"])
+    specs = o.expand()
+    assert {(s.method, s.dataset, s.seed, s.target_kind, s.target) for s in specs} == {("random", "mnist", 3, "params", 0.4)}
+    with pytest.raises(ConfigError, match="--datasets: 'svhn' is not in this config"):
+        config.override(c, datasets=["svhn"])
+    with pytest.raises(UnknownMethod):
+        config.override(c, methods=["nope"])
+
+
+@pytest.mark.parametrize("preset", ["configs/smoke.yaml", "configs/quick.yaml"])
+def test_presets_are_valid(preset):
+    c = config.load(preset)
+    assert c.expand()
+    assert yaml.safe_load(open(preset))["name"] == c.name
