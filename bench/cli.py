@@ -37,9 +37,30 @@ def cmd_run(args) -> int:
         cfg.data_dir = args.data_dir
     if args.results_dir:
         cfg.results_dir = args.results_dir
-    counts = run_grid(cfg, progress=not args.no_progress)
+    try:
+        counts = run_grid(cfg, executor=args.executor, workers=args.workers, progress=not args.no_progress,
+                          address=args.ray_address, gpus_per_run=args.gpus_per_run)
+    except KeyboardInterrupt:
+        print("interrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
+        return 130
     print("grid finished: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), file=sys.stderr)
     return 1 if counts.get("failed") else 0
+
+
+def cmd_server(args) -> int:
+    """A local MLflow tracking server for pool/Ray workers (loopback by default)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(args.results_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    backend = args.backend_store_uri or f"sqlite:///{root / 'mlflow-server.db'}"
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", args.host, "--port", str(args.port),
+           "--backend-store-uri", backend, "--artifacts-destination", str(root / "server-artifacts")]
+    print(f"MLflow server on http://{args.host}:{args.port}; in the shells that run grids: "
+          f"export MLFLOW_TRACKING_URI=http://{args.host}:{args.port}", file=sys.stderr)
+    return subprocess.call(cmd, env=os.environ.copy())
 
 
 def cmd_results(args) -> int:
@@ -63,6 +84,15 @@ def cmd_results(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from bench.report import build_report
+
+    files = build_report(args.results_dir, experiment=args.experiment, out=args.out)
+    print(f"report: {files.index} ({len(files.tables)} table files, {len(files.figures)} figure files)",
+          file=sys.stderr)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description="prunebench: fair CNN pruning comparisons")
     sub = p.add_subparsers(dest="command", required=True)
@@ -76,16 +106,38 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", help="folder with <dataset>.npz (default: BENCH_DATA or the config)")
     r.add_argument("--results-dir", help="where runs, checkpoints and the MLflow store go")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--executor", choices=("local", "pool", "ray"), help="default: the config's, else local")
+    r.add_argument("--workers", type=int, help="parallel cells for pool/ray (default: 1 local, CPU count pool)")
+    r.add_argument("--ray-address", help="Ray cluster address ('auto' joins a running one; default: start a local one)")
+    r.add_argument("--gpus-per-run", type=float, help="Ray: GPU share per cell, e.g. 0.25 runs 4 cells per GPU")
     r.set_defaults(fn=cmd_run)
+    sv = sub.add_parser("server", help="start an MLflow tracking server for pool/Ray workers")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=5000)
+    sv.add_argument("--results-dir", default="results")
+    sv.add_argument("--backend-store-uri", help="default: sqlite under results/; PostgreSQL: postgresql://user@host/db")
+    sv.set_defaults(fn=cmd_server)
     s = sub.add_parser("results", help="print one row per run from MLflow")
     s.add_argument("--format", choices=("table", "csv", "json"), default="table")
     s.add_argument("--experiment", help="only this experiment (default: all)")
     s.add_argument("--results-dir", default="results")
     s.set_defaults(fn=cmd_results)
+    rp = sub.add_parser("report", help="tables, figures and index.md from the MLflow runs")
+    rp.add_argument("--experiment", help="only this experiment (default: all)")
+    rp.add_argument("--out", help="output folder (default: reports/<experiment> or reports/all)")
+    rp.add_argument("--results-dir", default="results")
+    rp.set_defaults(fn=cmd_report)
     return p
 
 
+def _sigterm_to_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    signal.signal(signal.SIGTERM, _sigterm_to_interrupt)  # `kill` stops as cleanly as Ctrl-C
     args = parser().parse_args(argv)
     try:
         return args.fn(args)

@@ -1,30 +1,57 @@
-"""Run a whole grid: expand the config into specs and hand each to `run_one`.
+"""Run a whole grid: expand the config into specs and hand them to an executor.
 
-A failed or skipped cell is recorded and the grid goes on; finished cells are skipped on rerun.
+A failed or skipped cell is recorded and the grid goes on; finished cells are skipped on rerun
+(checked here first, so a rerun of a finished grid starts no worker at all).
 """
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 from tqdm.auto import tqdm
 
 from bench.config import GridConfig
 from bench.datasets import resolve_data_dir
-from bench.runner import run_one
+from bench.executors import CellJob, make_executor
+from bench.registry import get_method
 from bench.tracking import Tracker
 
 
-def run_grid(cfg: GridConfig, *, progress: bool = True) -> Counter:
-    """Run every cell in order; returns how many ended done / cached / skipped / failed."""
+def default_workers(kind: str) -> int:
+    """local: 1; pool/ray: one per GPU when there are GPUs, else one per CPU core."""
+    if kind == "local":
+        return 1
+    import torch
+
+    return torch.cuda.device_count() or os.cpu_count() or 1
+
+
+def run_grid(cfg: GridConfig, *, executor: str | None = None, workers: int | None = None,
+             progress: bool = True, **executor_options) -> Counter:
+    """Run every cell; returns how many ended done / cached / skipped / failed."""
+    options = {**cfg.executor, **{k: v for k, v in executor_options.items() if v is not None}}
+    kind = executor or options.pop("kind", "local")
+    options.pop("kind", None)
+    workers = workers or options.pop("workers", None) or default_workers(kind)
     specs = cfg.expand()
     data_dir = str(resolve_data_dir(cfg.data_dir))
     tracker = Tracker(cfg.results_dir)
     counts: Counter = Counter()
-    bar = tqdm(specs, desc=f"grid {cfg.name}", unit="cell", disable=not progress, position=0)
-    for spec in bar:
-        bar.set_postfix_str(spec.label)
-        status = run_one(spec, data_dir=data_dir, results_dir=cfg.results_dir, tracker=tracker, progress=progress)
+    todo = []
+    for spec in specs:
+        if tracker.is_done(spec.experiment, spec.run_id):
+            counts["cached"] += 1
+        else:
+            todo.append(spec)
+    threads = max(1, (os.cpu_count() or 1) // workers) if kind != "local" else 0
+    jobs = [CellJob(s, data_dir, cfg.results_dir, tracker.uri, threads, progress=progress and kind == "local",
+                    method_module=get_method(s.method).__module__) for s in todo]
+    bar = tqdm(total=len(specs), initial=counts["cached"], desc=f"grid {cfg.name}", unit="cell",
+               disable=not progress, position=0, dynamic_ncols=True)
+    bar.set_postfix(dict(counts))
+    for job, status in make_executor(kind, workers=workers, **options).run(jobs):
         counts[status] += 1
+        bar.update(1)
         bar.set_postfix(dict(counts))
     bar.close()
     return counts

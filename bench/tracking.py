@@ -41,6 +41,17 @@ def _quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _enable_wal(db: Path) -> None:
+    """WAL journal: readers never block the writer, so pool workers sharing the embedded store
+    do not hit 'database is locked' (measured in tests/test_executors.py). The mode is stored in the
+    file, so setting it once per process is cheap and idempotent."""
+    import sqlite3
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(db, timeout=60) as con:
+        con.execute("PRAGMA journal_mode=WAL")
+
+
 class Tracker:
     """Thin wrapper over MlflowClient with the bench's naming and dedup rules."""
 
@@ -50,6 +61,8 @@ class Tracker:
 
         self.results_dir = Path(results_dir)
         self.uri = uri or tracking_uri(results_dir)
+        if self.uri.startswith("sqlite:///"):
+            _enable_wal(Path(self.uri[len("sqlite:///"):]))
         self.client = MlflowClient(tracking_uri=self.uri)
         self._exp_ids: dict[str, str] = {}
 
@@ -125,8 +138,9 @@ def _row(run, exp_id: str) -> dict[str, Any]:
         "seed": int(params.get("seed", tags.get("seed", -1))),
         "target_kind": params.get("target_kind"), "target": float(params.get("target", "nan")),
         "error": tags.get("error", ""), "experiment_id": exp_id, "mlflow_run_id": run.info.run_id,
-        "method_mode": tags.get("method_mode", ""),
     }
+    # method options become columns (arg.mode, arg.strategy, ...) so results of variants stay apart
+    row.update({f"arg.{k[len('method_args.'):]}": v for k, v in params.items() if k.startswith("method_args.")})
     row.update(metrics)
     return row
 

@@ -1,0 +1,174 @@
+"""Executors: the same `run_one` sequentially, in a local process pool, or on Ray.
+
+Every executor yields (spec, status) as cells finish. A cell that raises is recorded `failed`
+by `run_one` itself; a worker that dies outright (OOM kill, segfault) is recorded `failed` here
+with that reason, and the grid goes on. Workers log straight to the tracking store: the SQLite
+default runs in WAL mode (see tracking.py), a server URI is the choice for clusters.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+from bench.config import RunSpec
+from bench.errors import ConfigError
+
+EXECUTORS = ("local", "pool", "ray")
+
+
+@dataclass
+class CellJob:
+    """Everything a worker needs to run one cell, picklable for pools and Ray."""
+
+    spec: RunSpec
+    data_dir: str | None
+    results_dir: str
+    tracking_uri: str
+    threads: int
+    progress: bool = False
+    method_module: str = ""  # imported first in the worker, so in-process registrations reach it
+
+
+def run_cell(job: CellJob) -> str:
+    """Worker entry point: run one cell against the given tracking store."""
+    import importlib
+
+    import torch
+
+    from bench.runner import run_one
+    from bench.tracking import Tracker
+
+    if job.method_module:
+        importlib.import_module(job.method_module)
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    tracker = Tracker(job.results_dir, uri=job.tracking_uri)
+    return run_one(job.spec, data_dir=job.data_dir, results_dir=job.results_dir, tracker=tracker,
+                   progress=job.progress)
+
+
+def record_worker_death(job: CellJob, reason: str) -> None:
+    """Mark a cell whose worker process died as failed, so the store never shows it 'running'."""
+    from bench.tracking import STATUS_FAILED, STATUS_RUNNING, RunLogger, Tracker
+
+    tracker = Tracker(job.results_dir, uri=job.tracking_uri)
+    runs = tracker.runs_of(job.spec.experiment, job.spec.run_id)
+    live = [r for r in runs if r.data.tags.get("status") == STATUS_RUNNING]
+    if live:
+        for r in live:
+            RunLogger(tracker.client, r.info.run_id).finish(STATUS_FAILED, reason)
+    elif not runs:
+        tracker.start(job.spec).finish(STATUS_FAILED, reason)
+
+
+class LocalExecutor:
+    """In-process, one cell after another: the default, and what a laptop check of one cell wants."""
+
+    def __init__(self, workers: int = 1, **_):
+        pass
+
+    def run(self, jobs: Sequence[CellJob]) -> Iterator[tuple[CellJob, str]]:
+        for job in jobs:
+            yield job, run_cell(job)
+
+
+class PoolExecutor:
+    """A local process pool; each worker gets cores // workers torch threads (or one GPU's share)."""
+
+    def __init__(self, workers: int | None = None, **_):
+        self.workers = workers or os.cpu_count() or 1
+
+    def run(self, jobs: Sequence[CellJob]) -> Iterator[tuple[CellJob, str]]:
+        # One dead worker breaks a whole ProcessPoolExecutor and takes the other running cells
+        # down with it. Cells that never started go to a fresh pool; cells that were running are
+        # suspects, each rerun alone in a one-worker pool: a second death there is its own fault.
+        pending, suspects = list(jobs), []
+        while pending or suspects:
+            if pending:
+                batch, workers, pending = pending, self.workers, []
+            else:
+                batch, workers = [suspects.pop(0)], 1
+            lost = []
+            for job, status in self._pool(batch, workers):
+                if status is None:
+                    lost.append(job)
+                else:
+                    yield job, status
+            for job in lost:
+                if not _was_started(job):
+                    pending.append(job)
+                elif workers > 1 or len(batch) > 1:
+                    suspects.append(job)
+                else:
+                    record_worker_death(job, "worker process died (killed, e.g. out of memory)")
+                    yield job, "failed"
+
+    @staticmethod
+    def _pool(batch: list[CellJob], workers: int) -> Iterator[tuple[CellJob, str | None]]:
+        """(job, status) per finished cell; status None for cells lost to a broken pool."""
+        ctx = mp.get_context("spawn")  # fresh interpreters: no forked torch/MLflow state
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {pool.submit(run_cell, job): job for job in batch}
+            for fut in cf.as_completed(futures):
+                try:
+                    yield futures[fut], fut.result()
+                except cf.process.BrokenProcessPool:
+                    yield futures[fut], None
+
+
+def _was_started(job: CellJob) -> bool:
+    from bench.tracking import STATUS_RUNNING, Tracker
+
+    runs = Tracker(job.results_dir, uri=job.tracking_uri).runs_of(job.spec.experiment, job.spec.run_id)
+    return any(r.data.tags.get("status") == STATUS_RUNNING for r in runs)
+
+
+class RayExecutor:
+    """Ray: `address='auto'` joins a running cluster, None starts a local one.
+
+    Each cell asks for `cpus_per_run` CPUs and `gpus_per_run` GPUs (a fraction lets several small
+    runs share one GPU). Ray is an optional extra: `pip install .[ray]`.
+    """
+
+    def __init__(self, workers: int | None = None, address: str | None = None, cpus_per_run: float = 1,
+                 gpus_per_run: float = 0, **_):
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("executor 'ray' needs Ray: pip install '.[ray]' (or use --executor pool)") from None
+        self.ray = ray
+        self.address = address
+        self.workers = workers
+        self.cpus, self.gpus = cpus_per_run, gpus_per_run
+
+    def run(self, jobs: Sequence[CellJob]) -> Iterator[tuple[CellJob, str]]:
+        ray = self.ray
+        if not ray.is_initialized():
+            kwargs = {"address": self.address} if self.address else {"num_cpus": self.workers or os.cpu_count()}
+            repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            ray.init(include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": repo, **_passthrough_env()}}, **kwargs)
+        remote = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)(run_cell)
+        refs = {remote.remote(job): job for job in jobs}
+        while refs:
+            done, _ = ray.wait(list(refs), num_returns=1)
+            job = refs.pop(done[0])
+            try:
+                yield job, ray.get(done[0])
+            except ray.exceptions.RayError as e:  # the worker died: record it, keep going
+                record_worker_death(job, f"Ray worker died: {type(e).__name__}")
+                yield job, "failed"
+
+
+def _passthrough_env() -> dict[str, str]:
+    keys = ("BENCH_DATA", "BENCH_OFFLINE", "MLFLOW_TRACKING_URI", "BENCH_CHANNELS_LAST")
+    return {k: os.environ[k] for k in keys if k in os.environ}
+
+
+def make_executor(kind: str, **options):
+    if kind not in EXECUTORS:
+        raise ConfigError(f"executor '{kind}' is unknown; allowed: {', '.join(EXECUTORS)}")
+    return {"local": LocalExecutor, "pool": PoolExecutor, "ray": RayExecutor}[kind](**options)

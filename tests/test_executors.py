@@ -1,0 +1,112 @@
+"""Executors on real processes (loopback only): pool on SQLite, pool on an MLflow server, Ray, dead workers."""
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import config
+from bench.api import ScoreMethod
+from bench.grid import run_grid
+from bench.registry import register
+from bench.tracking import Tracker
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@register
+class DieForTests(ScoreMethod):
+    """Test-only plugin: the worker process dies as if OOM-killed."""
+
+    name = "die_for_tests"
+
+    def score(self, model, task):
+        os._exit(137)
+
+
+def tiny(tmp_path, data_dir, methods=("magnitude", "random"), seeds=(0, 1)):
+    cfg = config.override(config.load(REPO / "configs/smoke.yaml"), methods=list(methods), datasets=["mnist"],
+                          seeds=list(seeds))
+    cfg.results_dir = str(tmp_path / "results")
+    cfg.data_dir = str(data_dir)
+    return cfg
+
+
+def assert_each_cell_once(cfg, uri=None):
+    df = Tracker(cfg.results_dir, uri=uri).runs_frame("smoke")
+    expected = {s.run_id for s in cfg.expand()}
+    assert set(df.run_id) == expected and df.run_id.is_unique
+    return df
+
+
+def test_pool_of_two_on_the_sqlite_default_loses_nothing(tmp_path, data_dir):
+    cfg = tiny(tmp_path, data_dir)
+    counts = run_grid(cfg, executor="pool", workers=2, progress=False)
+    assert counts == {"done": 4}
+    df = assert_each_cell_once(cfg)
+    assert (df.status == "done").all()
+    # every run carries its full record: no metric lost to a write conflict
+    assert df[["acc_final", "macs_reduction", "latency_cpu_b64_pruned_ms"]].notna().all().all()
+    hist = Tracker(cfg.results_dir).client.get_metric_history(df.mlflow_run_id[0], "finetune/val_acc")
+    assert len(hist) == 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "server", "--port", str(port),
+                             "--results-dir", str(tmp_path / "server")], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        os.killpg(proc.pid, 9)
+        pytest.fail("mlflow server did not start within 90 s")
+    yield uri
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=30)
+
+
+def test_pool_of_two_against_a_real_mlflow_server(tmp_path, data_dir, mlflow_server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    cfg = tiny(tmp_path, data_dir, seeds=(0,))
+    counts = run_grid(cfg, executor="pool", workers=2, progress=False)
+    assert counts == {"done": 2}
+    df = assert_each_cell_once(cfg, uri=mlflow_server)
+    assert (df.status == "done").all()
+    assert not (Path(cfg.results_dir) / "mlflow.db").exists()  # nothing went to the embedded store
+
+
+def test_dead_worker_is_recorded_failed_and_the_grid_goes_on(tmp_path, data_dir):
+    cfg = tiny(tmp_path, data_dir, methods=("die_for_tests", "magnitude"), seeds=(0,))
+    counts = run_grid(cfg, executor="pool", workers=2, progress=False)
+    assert counts == {"failed": 1, "done": 1}
+    df = assert_each_cell_once(cfg)
+    dead = df[df.method == "die_for_tests"].iloc[0]
+    assert dead.status == "failed" and "worker process died" in dead.error
+
+
+def test_ray_local_cluster_with_two_workers_runs_each_cell_once(tmp_path, data_dir):
+    ray = pytest.importorskip("ray")
+    cfg = tiny(tmp_path, data_dir, seeds=(0,))
+    try:
+        counts = run_grid(cfg, executor="ray", workers=2, progress=False)
+    finally:
+        ray.shutdown()
+    assert counts == {"done": 2}
+    assert (assert_each_cell_once(cfg).status == "done").all()
