@@ -33,7 +33,10 @@ def cmd_run(args) -> int:
 
     cfg = config.load(args.config)
     cfg = config.override(cfg, methods=args.methods, datasets=args.datasets, seeds=args.seeds, targets=args.targets)
-    if args.data_dir:
+    if args.data_dir:  # the flag beats BENCH_DATA, which beats the config's data_dir
+        import os
+
+        os.environ["BENCH_DATA"] = args.data_dir
         cfg.data_dir = args.data_dir
     if args.results_dir:
         cfg.results_dir = args.results_dir

@@ -1,0 +1,239 @@
+"""The comparison report: statistics over seeds, tables that trace back to MLflow, the paper
+reproduction check, figures, and honest listing of runs that did not finish."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.lines import Line2D
+from scipy import stats
+
+from bench import report
+from bench import report_figures as rf
+from bench.tracking import RESULT_COLUMNS
+
+
+def fake_runs(rows: list[dict]) -> pd.DataFrame:
+    """A `Tracker.runs_frame`-shaped frame from a few hand-written runs, through `report.tidy`."""
+    defaults = {"status": "done", "dataset": "mnist", "model": "lenet5", "seed": 0, "target_kind": "macs",
+                "target": 0.5, "acc_base": 0.98, "acc_pruned": 0.9, "acc_final": 0.97, "macs_base": 1000,
+                "macs_pruned": 500, "macs_reduction": 0.5, "params_base": 100, "params_pruned": 60,
+                "params_reduction": 0.4, "latency_cpu_b1_base_ms": 2.0, "latency_cpu_b1_pruned_ms": 1.0,
+                "latency_cpu_b64_base_ms": 20.0, "latency_cpu_b64_pruned_ms": 12.0, "prune_time_s": 1.0,
+                "finetune_time_s": 5.0, "error": "", "target_met": 1.0, "experiment_id": "1"}
+    frame = pd.DataFrame([{**defaults, "run_id": f"r{i}", "mlflow_run_id": f"m{i}", **r} for i, r in enumerate(rows)])
+    for c in RESULT_COLUMNS:
+        if c not in frame:
+            frame[c] = None
+    return report.tidy(frame, {"1": "exp"})
+
+
+def test_summarize_is_mean_sample_std_and_t_interval():
+    v = [0.91, 0.93, 0.96]
+    mean, std, n, ci = report.summarize(v)
+    assert (mean, n) == (pytest.approx(np.mean(v)), 3)
+    assert std == pytest.approx(np.std(v, ddof=1))
+    assert ci == pytest.approx(stats.t.ppf(0.975, 2) * np.std(v, ddof=1) / np.sqrt(3))
+    one = report.summarize([0.5, float("nan")])
+    assert one[0] == 0.5 and one[2] == 1 and np.isnan(one[1]) and np.isnan(one[3])
+    assert report.summarize([])[2] == 0
+
+
+def test_groups_without_finished_runs_stay_as_missing_cells():
+    runs = fake_runs([
+        {"method": "magnitude", "seed": 0, "acc_final": 0.96}, {"method": "magnitude", "seed": 1, "acc_final": 0.97},
+        {"method": "random", "seed": 0, "status": "failed", "error": "RuntimeError: boom",
+         "acc_base": None, "acc_final": None},
+        {"method": "random", "seed": 1, "status": "skipped", "error": "no data", "acc_base": None, "acc_final": None},
+    ])
+    summary = report.aggregate(runs)
+    rnd = summary.set_index("method").loc["random"]
+    assert (rnd["runs"], rnd["done"]) == (2, 0) and np.isnan(rnd["acc_final_pct_mean"])
+    assert "1 failed" in rnd["not_done"] and "1 skipped" in rnd["not_done"]
+    table = report.build_tables(summary, with_gpu=False)[0]
+    md = table.markdown()
+    random_line = next(line for line in md.splitlines() if "| random |" in line)
+    assert "–" in random_line and "0/2" in random_line
+    mag = summary.set_index("method").loc["magnitude"]
+    assert mag["acc_final_pct_mean"] == pytest.approx(96.5)
+    assert mag["delta_acc_pp_mean"] == pytest.approx(96.5 - 98.0)
+
+
+def test_best_value_is_marked_per_target_in_the_right_direction():
+    runs = fake_runs([
+        {"method": "a", "acc_final": 0.95, "finetune_time_s": 9.0},
+        {"method": "b", "acc_final": 0.97, "finetune_time_s": 3.0},
+        {"method": "a", "target": 0.3, "macs_reduction": 0.3, "acc_final": 0.97},
+    ])
+    table = report.build_tables(report.aggregate(runs), with_gpu=False)[0]
+    best = table.csv_frame().set_index(["target", "method"])["best"]
+    assert "acc_final_pct" in best[(0.5, "b")].split(";") and "total_time_s" in best[(0.5, "b")].split(";")
+    assert "acc_final_pct" not in best[(0.5, "a")].split(";")
+    assert best[(0.3, "a")] == ""  # a lone method is not "best" of anything
+    assert r"\textbf{97.00}" in table.latex() and r"\toprule" in table.latex()
+    assert "**97.00**" in table.markdown()
+
+
+def test_model_labels_get_the_model_defaults():
+    assert report.parse_model_label("vgg") == ("vgg", {"depth": 16.0, "width": 1.0})
+    assert report.parse_model_label("vgg-depth11-width0.25") == ("vgg", {"depth": 11.0, "width": 0.25})
+
+
+def test_reproduction_checks_only_full_size_comparable_runs():
+    runs = fake_runs([  # L1 on the paper's ResNet-56 at the paper's 27.6 % FLOPs cut, and a narrow VGG-16
+        {"method": "magnitude", "dataset": "cifar10", "model": "resnet56", "target": 0.28, "seed": s,
+         "macs_reduction": 0.27, "acc_base": 0.93, "acc_final": 0.93 + d} for s, d in ((0, 0.001), (1, 0.003))
+    ] + [{"method": "magnitude", "dataset": "cifar10", "model": "vgg-depth16-width0.25", "target": 0.34,
+          "macs_reduction": 0.34}])
+    rep = report.reproduction(report.aggregate(runs)).set_index("paper_setting")
+    row = rep.loc["ResNet-56-B / CIFAR-10"]
+    assert row["result"] == "pass" and row["n"] == 2
+    assert row["our_delta_pp"] == pytest.approx(0.2) and row["our_macs_red_pct"] == pytest.approx(27.0)
+    assert rep.loc["VGG-16-A / CIFAR-10", "result"] == "not covered"  # width 0.25 is not the paper's VGG-16
+    assert "not in the suite" in rep.loc["ResNet-50 / ImageNet (it=10)", "note"]
+    assert rep.loc["ResNet-110-B / CIFAR-10", "result"] == "not covered"
+    assert set(rep.loc[rep["ref"].isin(["1", "1j", "4", "6"]), "result"]) == {"not checked"}
+
+    far = fake_runs([{"method": "magnitude", "dataset": "cifar10", "model": "resnet56", "target": 0.5,
+                      "macs_reduction": 0.5}])
+    rep = report.reproduction(report.aggregate(far)).set_index("paper_setting")
+    assert rep.loc["ResNet-56-B / CIFAR-10", "result"] == "not covered"
+    assert "±3 pp" in rep.loc["ResNet-56-B / CIFAR-10", "note"]
+
+
+def test_rls_figure_marks_every_prune_event_and_is_absent_without_rls():
+    runs = fake_runs([{"method": "rls", "seed": s, "acc_rls_base_val": 0.95} for s in (0, 1)])
+    curves = pd.DataFrame(
+        [(f"m{s}", "rls/val_acc", e, 0.9 + 0.01 * e, 10) for s in (0, 1) for e in range(1, 7)]
+        + [(f"m{s}", "finetune/val_acc", e, 0.96, 20) for s in (0, 1) for e in (1, 2)]
+        + [("m0", "rls/prune_epoch", 1, 2.0, 10), ("m0", "rls/prune_epoch", 2, 4.0, 10),
+           ("m0", "rls/val_acc_after_prune", 1, 0.5, 10), ("m1", "rls/prune_epoch", 1, 3.0, 10)],
+        columns=["mlflow_run_id", "key", "step", "value", "timestamp"])
+    fig = rf.rls_curves(runs, curves, rf.Style.for_runs(runs))
+    ax = fig.axes[0]
+    events = [ln for ln in ax.get_lines() if ln.get_marker() == "v"]
+    assert sorted(ln.get_xdata()[0] for ln in events) == [2, 3, 4]  # rls phase steps 1..6 sit at x 1..6
+    assert 50.0 in [ln.get_ydata()[0] for ln in events]  # the logged accuracy right after the cut
+    seeds = [ln for ln in ax.get_lines() if ln.get_label().startswith("RLS seed")]
+    assert len(seeds) == 2 and max(seeds[0].get_xdata()) == 8  # 6 RLS epochs, then 2 of fine-tuning
+    assert rf.rls_curves(fake_runs([{"method": "magnitude"}]), curves, rf.Style.for_runs(runs)) is None
+
+
+# ------------------------------------------------------------ from a real smoke grid
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, data_dir):
+    """Real smoke grid (magnitude + random on MNIST, 2 seeds; SVHN cells end skipped), then the
+    report through the CLI."""
+    from bench import cli, config
+    from bench.grid import run_grid
+
+    root = tmp_path_factory.mktemp("report")
+    cfg = config.override(config.load("configs/smoke.yaml"), methods=["magnitude", "random"],
+                          datasets=["mnist", "svhn"], seeds=[0, 1])
+    mnist = dataclasses.replace(cfg.datasets[0], train_subset=1000, test_subset=500,
+                                pretrain=dataclasses.replace(cfg.datasets[0].pretrain, epochs=1))
+    cfg = dataclasses.replace(cfg, datasets=[mnist, *cfg.datasets[1:]], val_size=250, data_dir=str(data_dir),
+                              results_dir=str(root / "results"))
+    counts = run_grid(cfg, progress=False)
+    assert counts == {"done": 4, "skipped": 4}, counts
+    out = root / "report"
+    assert cli.main(["report", "--results-dir", cfg.results_dir, "--experiment", "smoke", "--out", str(out)]) == 0
+    return cfg, out
+
+
+@pytest.mark.slow
+def test_report_writes_tables_figures_and_index(smoke):
+    _, out = smoke
+    for name in ("index.md", "runs.csv", "summary.csv"):
+        assert (out / name).stat().st_size > 0
+    for stem in ("smoke_mnist_lenet5", "smoke_svhn_vgg-depth11-width0.125", "reproduction"):
+        for ext in ("csv", "md", "tex"):
+            assert (out / "tables" / f"{stem}.{ext}").exists(), (stem, ext)
+    for fig in ("tradeoff", "latency", "widths", "curves"):
+        for ext in ("png", "pdf"):
+            assert (out / "figures" / f"{fig}.{ext}").stat().st_size > 1000
+    assert not (out / "figures" / "rls.png").exists()  # no RLS runs
+    index = (out / "index.md").read_text()
+    assert "![tradeoff](figures/tradeoff.png)" in index and "8 runs (4 done, 4 skipped)" in index
+    rep = pd.read_csv(out / "tables" / "reproduction.csv")
+    assert set(rep["result"]) <= {"not covered", "not checked"}  # LeNet-5 on MNIST matches no paper row
+
+
+@pytest.mark.slow
+def test_table_numbers_equal_the_mlflow_metrics(smoke):
+    """Recompute every mean/std from MLflow directly (not through runs_frame) with numpy."""
+    from mlflow.tracking import MlflowClient
+
+    from bench.tracking import tracking_uri
+
+    cfg, out = smoke
+    client = MlflowClient(tracking_uri(cfg.results_dir))
+    exp = client.get_experiment_by_name("smoke")
+    table = pd.read_csv(out / "tables" / "smoke_mnist_lenet5.csv")
+    assert sorted(table["method"]) == ["magnitude", "random"]
+    for _, row in table.iterrows():
+        runs = client.search_runs([exp.experiment_id], f"tags.method = '{row['method']}' and tags.dataset = 'mnist'")
+        m = [r.data.metrics for r in runs]
+        assert len(m) == row["done"] == 2
+        expect = {
+            "acc_final_pct": [100 * x["acc_final"] for x in m],
+            "delta_acc_pp": [100 * (x["acc_final"] - x["acc_base"]) for x in m],
+            "macs_reduction_pct": [100 * x["macs_reduction"] for x in m],
+            "speedup_cpu_b64_x": [x["latency_cpu_b64_base_ms"] / x["latency_cpu_b64_pruned_ms"] for x in m],
+            "total_time_s": [x["prune_time_s"] + x["finetune_time_s"] for x in m],
+        }
+        for key, vals in expect.items():
+            assert row[f"{key}_mean"] == pytest.approx(np.mean(vals)), key
+            assert row[f"{key}_std"] == pytest.approx(np.std(vals, ddof=1), abs=1e-9), key
+            assert row[f"{key}_n"] == 2
+        md = (out / "tables" / "smoke_mnist_lenet5.md").read_text()
+        assert f"{np.mean(expect['acc_final_pct']):.2f} ± {np.std(expect['acc_final_pct'], ddof=1):.2f}" in md
+
+
+@pytest.mark.slow
+def test_tradeoff_figure_has_one_line_per_method(smoke):
+    from bench.report import load_runs
+    from bench.tracking import Tracker
+
+    cfg, _ = smoke
+    runs = load_runs(Tracker(cfg.results_dir), "smoke")
+    fig = rf.tradeoff(runs, rf.Style.for_runs(runs))
+    mnist = next(ax for ax in fig.axes if ax.get_title().startswith("mnist"))
+    labels = [ln.get_label() for ln in mnist.get_lines() if isinstance(ln, Line2D)]
+    assert sorted(lab for lab in labels if not lab.startswith("_") and "base" not in lab) == ["magnitude", "random"]
+    assert mnist.get_xlabel() == "MACs reduction (%)" and "accuracy (%)" in mnist.get_ylabel()
+    svhn = next(ax for ax in fig.axes if ax.get_title().startswith("svhn"))
+    assert "no finished runs" in svhn.texts[0].get_text() and "4 skipped" in svhn.texts[0].get_text()
+
+
+@pytest.mark.slow
+def test_skipped_svhn_cells_are_listed_with_their_reason(smoke):
+    _, out = smoke
+    index = (out / "index.md").read_text()
+    section = index.split("## Runs that did not finish", 1)[1]
+    assert "skipped (4)" in section and "svhn.npz not found" in section
+    for method in ("magnitude", "random"):
+        for seed in (0, 1):
+            assert f"{method}/svhn/vgg-depth11-width0.125/MACs −50%/s{seed}" in section
+    svhn = (out / "tables" / "smoke_svhn_vgg-depth11-width0.125.md").read_text()
+    assert svhn.count("0/2 (2 skipped)") == 2 and "–" in svhn
+
+
+def test_latency_figure_has_gpu_panels_only_with_gpu_timings_and_a_y_equals_x_line():
+    cpu_only = fake_runs([{"method": "magnitude"}, {"method": "random", "latency_cpu_b1_pruned_ms": 1.5}])
+    fig = rf.latency(cpu_only, rf.Style.for_runs(cpu_only))
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["CPU, batch 1", "CPU, batch 64"]
+    ax = fig.axes[0]
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    assert any("y = x" in ln.get_label() for ln in ax.get_lines())
+    gpu = {"latency_gpu_b1_base_ms": 1.0, "latency_gpu_b1_pruned_ms": 0.8,
+           "latency_gpu_b64_base_ms": 4.0, "latency_gpu_b64_pruned_ms": 2.5}
+    with_gpu = fake_runs([{"method": "magnitude", **gpu}])
+    fig = rf.latency(with_gpu, rf.Style.for_runs(with_gpu))
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()][2:] == ["GPU, batch 1", "GPU, batch 64"]
+    table = report.build_tables(report.aggregate(with_gpu), with_gpu=True)[0]
+    assert "GPU b64 speed-up (×)" in table.markdown() and "1.60" in table.markdown()
