@@ -45,6 +45,7 @@ class PruningConfig:
     include_coupled: bool = False   # prune residual groups too (Li et al. prune block-internal convs only)
     max_layer_prune: float = 0.9    # never remove more than this fraction of one unit
     tolerance: float = 0.015        # |achieved - target| allowed, as a fraction
+    round_to: int = 1               # keep unit widths a multiple of this (8 suits SIMD kernels)
 
 
 @dataclass(frozen=True)
@@ -282,8 +283,8 @@ def from_dict(raw: dict, name: str = "grid") -> GridConfig:
     pruning = _build(PruningConfig, raw.get("pruning"), "pruning")
     if pruning.ranking not in RANKINGS:
         raise ConfigError(f"pruning.ranking: '{pruning.ranking}' is unknown; allowed: {', '.join(RANKINGS)}")
-    if pruning.rounds < 1 or not 0 < pruning.max_layer_prune < 1:
-        raise ConfigError("pruning: rounds must be >= 1 and max_layer_prune in (0, 1)")
+    if pruning.rounds < 1 or not 0 < pruning.max_layer_prune < 1 or pruning.round_to < 1:
+        raise ConfigError("pruning: rounds and round_to must be >= 1 and max_layer_prune in (0, 1)")
     val_size = raw.get("val_size", 5000)
     if not isinstance(val_size, int) or val_size < 1:
         raise ConfigError(f"val_size: expected a positive integer, got {val_size!r}")

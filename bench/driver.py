@@ -6,6 +6,8 @@ how long a prefix of that order to remove, using the exact analytic cost model:
   loses the same share (± one channel) — Li et al.'s uniform per-layer rate;
 - global: channels leave in order of score divided by their unit's mean score, so scores of
   layers with different scales are comparable.
+With `round_to: 8` channels leave in blocks that keep every width a multiple of 8, which CPU/GPU
+kernels run faster (benchmarks/latency.py measures both).
 The plan is then applied to a copy and the achieved reduction re-measured on the real model.
 """
 from __future__ import annotations
@@ -28,20 +30,32 @@ class Plan:
     predicted_reduction: float
 
 
-def _removal_order(units, scores, ranking: str, max_prune: float) -> list[tuple[str, int]]:
-    keys: list[tuple[float, float, str, int]] = []
+def _removal_order(units, scores, ranking: str, max_prune: float, round_to: int) -> list[tuple[str, list[int]]]:
+    """Blocks of channels in the order they leave. A block is one channel, or with `round_to` > 1
+    as many as keep the unit's width a multiple of `round_to` (SIMD-friendly widths)."""
+    keys: list[tuple[float, float, str, list[int]]] = []
     for name, unit in units.items():
         s = scores[name].detach().double().cpu().flatten()
         if len(s) != unit.size:
             raise ValueError(f"scores for '{name}' have {len(s)} entries, the unit has {unit.size} channels")
         order = torch.argsort(s, stable=True).tolist()  # least important first
-        removable = unit.size - min_keep(unit.size, max_prune)
+        floor = min_keep(unit.size, max_prune)
+        if round_to > 1:
+            floor = max(min(round_to, unit.size), -(-floor // round_to) * round_to)
+        removable = order[:max(0, unit.size - floor)]
+        first = (unit.size % round_to) or round_to if round_to > 1 else 1
+        sizes = [first] + [round_to if round_to > 1 else 1] * len(removable)
         scale = float(s.abs().mean()) or 1.0
-        for rank, ch in enumerate(order[:removable]):
-            primary = (rank + 1) / unit.size if ranking == "per_layer" else float(s[ch]) / scale
-            keys.append((primary, float(s[ch]), name, ch))
+        done = 0
+        for size in sizes:
+            block = removable[done:done + size]
+            if len(block) < size:
+                break
+            done += size
+            primary = done / unit.size if ranking == "per_layer" else float(s[block].mean()) / scale
+            keys.append((primary, float(s[block].mean()), name, block))
     keys.sort(key=lambda k: (k[0], k[1]))
-    return [(name, ch) for _, _, name, ch in keys]
+    return [(name, block) for _, _, name, block in keys]
 
 
 def plan_keep(model: nn.Module, example: torch.Tensor, scores: Mapping[str, torch.Tensor], target: Target,
@@ -55,13 +69,16 @@ def plan_keep(model: nn.Module, example: torch.Tensor, scores: Mapping[str, torc
     cost = CostModel(model, example, units)
     measure = cost.macs if target.kind == "macs" else cost.params
     full = measure({})
-    order = _removal_order(units, scores, cfg.ranking, cfg.max_layer_prune)
+    order = _removal_order(units, scores, cfg.ranking, cfg.max_layer_prune, cfg.round_to)
+
+    def counts(blocks) -> dict[str, int]:
+        kept = {n: u.size for n, u in units.items()}
+        for name, block in blocks:
+            kept[name] -= len(block)
+        return kept
 
     def reduction(k: int) -> float:
-        kept = {n: u.size for n, u in units.items()}
-        for name, _ in order[:k]:
-            kept[name] -= 1
-        return 1 - measure(kept) / full
+        return 1 - measure(counts(order[:k])) / full
 
     lo, hi = 0, len(order)
     while lo < hi:  # smallest prefix whose reduction reaches the target
@@ -74,29 +91,30 @@ def plan_keep(model: nn.Module, example: torch.Tensor, scores: Mapping[str, torc
     if k > 0 and abs(reduction(k - 1) - target.reduction) < abs(reduction(k) - target.reduction):
         k -= 1
     chosen = list(order[:k])
-    if abs(reduction(k) - target.reduction) > target.tolerance and k > 0:
-        # One channel of a narrow, expensive layer (LeNet's conv1 = 14% of its MACs) can jump over
-        # the tolerance band. Stop just below the target, then keep walking the same order and
-        # take only channels whose removal stays inside the band.
+    if abs(reduction(k) - target.reduction) > target.tolerance and lo > 0:
+        # One block of a narrow, expensive layer (one of LeNet's 6 conv1 filters = 14 % of its MACs)
+        # can jump over the tolerance band. Stop just below the target, then keep walking the same
+        # order and take only blocks whose removal stays inside the band.
         chosen = list(order[:lo - 1])
-        kept = {n: u.size for n, u in units.items()}
-        for name, _ in chosen:
-            kept[name] -= 1
-        for name, ch in order[lo - 1:]:
-            kept[name] -= 1
+        kept = counts(chosen)
+        passed: set[str] = set()  # a unit whose block was passed over keeps its later, more important ones
+        for name, block in order[lo - 1:]:
+            if name in passed:
+                continue
+            kept[name] -= len(block)
             red = 1 - measure(kept) / full
             if red > target.reduction + target.tolerance:
-                kept[name] += 1
+                kept[name] += len(block)
+                passed.add(name)
                 continue
-            chosen.append((name, ch))
+            chosen.append((name, block))
             if red >= target.reduction - target.tolerance:
                 break
     removed: dict[str, set[int]] = {n: set() for n in units}
-    for name, ch in chosen:
-        removed[name].add(ch)
-    kept_counts = {n: units[n].size - len(r) for n, r in removed.items()}
+    for name, block in chosen:
+        removed[name].update(block)
     keep = {n: [c for c in range(u.size) if c not in removed[n]] for n, u in units.items() if removed[n]}
-    return Plan(keep, 1 - measure(kept_counts) / full)
+    return Plan(keep, 1 - measure({n: units[n].size - len(r) for n, r in removed.items()}) / full)
 
 
 def achieved_reduction(base: nn.Module, pruned: nn.Module, example: torch.Tensor, kind: str) -> float:

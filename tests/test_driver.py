@@ -52,3 +52,13 @@ def test_per_layer_ranking_prunes_units_evenly_and_never_empties_them():
     assert max(fracs) - min(fracs) < 0.15
     glob, _ = prune_to_target(m, x, scores, Target("macs", 0.7), PruningConfig(ranking="global", max_layer_prune=0.9))
     assert find_units(glob, x)["features.0"].size == 2  # ceil(16 * 0.1): capped, not emptied
+
+
+def test_round_to_keeps_widths_multiples_of_8_and_still_hits_the_target():
+    m = models.build("vgg", 3, 32, depth=16, width=0.5)
+    x = torch.randn(1, 3, 32, 32)
+    units = find_units(m, x)
+    scores = {n: torch.rand(u.size) for n, u in units.items()}
+    pruned, achieved = prune_to_target(m, x, scores, Target("macs", 0.5), PruningConfig(round_to=8))
+    assert abs(achieved - 0.5) <= 0.015
+    assert all(u.size % 8 == 0 for u in find_units(pruned, x).values())
