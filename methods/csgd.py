@@ -1,0 +1,276 @@
+"""Centripetal SGD (Ding et al., CVPR 2019, arXiv 1904.03837; methods.md §3).
+
+1. Widths: one uniform width fraction for all units, the one whose analytic cost
+   (`bench.surgery.CostModel`) is nearest the grid target; if channel rounding leaves it outside
+   the tolerance, single channels are added/removed greedily until it is inside (deviation: the
+   paper sets widths by hand, e.g. 5/8 of every layer).
+2. Clusters: k-means (seeded) on each unit's flattened filters, or `even` consecutive groups.
+   A coupled residual unit gets one clustering over the concatenated rows of all its members,
+   which is the paper's pacesetter/follower constraint. Which units exist follows the grid
+   (`task.units`: residual groups only with `pruning.include_coupled`).
+3. Training: every step, the gradient of each clustered kernel becomes
+   mean_H ∂L/∂W + η·W_i + ε·(W_i − mean_H W) (weight decay η folded in, the optimizer's own decay
+   off for these tensors); BN γ/β and biases get the same with 0.1·ε and no decay; then the
+   recipe's momentum SGD step. Members of a cluster receive identical task gradients, so their
+   spread only contracts: it is logged as `csgd/cluster_dist` (Σ‖W_i − mean_H W‖² over kernels)
+   and `csgd/cluster_dist_affine` (biases, BN).
+4. Merge (`bench.merge`): one channel per cluster, consumers' input slices summed — lossless once
+   the clusters are identical, so `needs_finetune = False`.
+
+Budget: the centripetal training *is* the fine-tune. It starts from the shared pretrained base and
+runs `task.finetune_epochs` epochs of the fine-tune recipe, so C-SGD spends pretrain + fine-tune
+epochs like every other method (the paper trains 600 CIFAR epochs; this cut is reported).
+
+ε: the paper's 3e-3 (ResNet-56, 600 epochs) assumes a long budget. With `epsilon="auto"` ε is
+sized to the budget instead: within a cluster the spread d obeys the linear recursion
+d ← d − lr_t(η + ε)d (plus momentum), so after training it has shrunk by about
+exp(−ε·Σ_t lr_t / (1 − momentum)). Auto picks ε so that even the slowest tied tensors (biases
+and BN at `bias_factor`·ε) shrink their spread by 1000× (kernels: far more), capped at
+lr·ε ≤ 0.5 for stability. For the paper's own budget this rule gives ε ≈ 1e-3, the paper's order.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.api import FullMethod, Target, Task
+from bench.config import TrainConfig
+from bench.errors import ConfigError
+from bench.merge import check_clusters, cluster_labels, merge
+from bench.registry import register
+from bench.surgery import CostModel, Unit, min_keep
+from bench.training import FitContext, Hook, lr_factor
+
+CLUSTERINGS = ("kmeans", "even")
+AUTO_SHRINK = 1e3      # spread reduction (norm) that auto-ε aims at for the slowest tied tensors
+MAX_LR_EPS = 0.5       # cap on lr·ε: far inside heavy-ball stability (lr·ε < 2(1 + momentum))
+
+
+def target_widths(cost: CostModel, target: Target, max_prune: float) -> dict[str, int]:
+    """Kept channels per unit: a uniform fraction nearest the target, then single-channel fixes."""
+    units = cost.units
+    measure = cost.macs if target.kind == "macs" else cost.params
+    full = measure({})
+    lo = {n: min_keep(u.size, max_prune) for n, u in units.items()}
+
+    def error(kept: Mapping[str, int]) -> float:
+        return abs(1 - measure(kept) / full - target.reduction)
+
+    def uniform(f: float) -> dict[str, int]:
+        return {n: min(u.size, max(lo[n], round(f * u.size))) for n, u in units.items()}
+
+    kept = min((uniform(f) for f in np.linspace(0.0, 1.0, 1001)), key=error)
+    while error(kept) > target.tolerance:
+        moves = [{**kept, n: kept[n] + d} for n in units for d in (-1, 1)
+                 if lo[n] <= kept[n] + d <= units[n].size]
+        best = min(moves, key=error, default=kept)
+        if error(best) >= error(kept):
+            break
+        kept = best
+    return kept
+
+
+def cluster_unit(model: nn.Module, unit: Unit, k: int, method: str, seed: int) -> list[list[int]]:
+    """`k` clusters of the unit's channels; a coupled unit is clustered on all members' rows at once."""
+    if k >= unit.size:
+        return [[i] for i in range(unit.size)]
+    if method == "even":
+        return [c.tolist() for c in np.array_split(np.arange(unit.size), k)]
+    from sklearn.cluster import KMeans
+
+    modules = dict(model.named_modules())
+    rows = torch.cat([modules[m].weight.detach().flatten(1).double().cpu() for m in unit.members], dim=1).numpy()
+    labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(rows).labels_
+    clusters = [np.flatnonzero(labels == c).tolist() for c in range(k)]
+    clusters = [c for c in clusters if c]
+    while len(clusters) < k:  # k-means can leave clusters empty when filters coincide: split the largest
+        big = max(clusters, key=len)
+        clusters.append([big.pop()])
+    return check_clusters(clusters, unit.size, where=unit.name)
+
+
+@dataclass
+class _Tied:
+    """One parameter tensor whose rows (dim 0) are tied by a unit's clusters."""
+
+    name: str
+    labels: torch.Tensor
+    counts: torch.Tensor
+    eps: float
+    decay: float
+    kernel: bool
+    param: nn.Parameter | None = None
+
+    def mean(self, t: torch.Tensor) -> torch.Tensor:
+        """Each row replaced by its cluster's mean row."""
+        sums = torch.zeros((len(self.counts),) + t.shape[1:], dtype=t.dtype, device=t.device)
+        sums.index_add_(0, self.labels, t)
+        return (sums / self.counts.view(-1, *([1] * (t.dim() - 1))))[self.labels]
+
+
+class Centripetal(Hook):
+    """The C-SGD gradient transform (methods.md §3 step 2) plus convergence logging."""
+
+    def __init__(self, tied: list[_Tied], log: Callable[[str, float, int], None], log_every: int = 20):
+        self.tied = tied
+        self.log = log
+        self.log_every = log_every
+        self.first: float | None = None
+        self.last: float | None = None
+        self.logged_step = -1
+
+    @property
+    def names(self) -> set[str]:
+        return {t.name for t in self.tied}
+
+    @torch.no_grad()
+    def distances(self) -> tuple[float, float]:
+        """(Σ‖W_i − mean_H W‖² over kernels, the same over biases and BN γ/β)."""
+        kern = aff = 0.0
+        for t in self.tied:
+            d = float((t.param - t.mean(t.param)).pow(2).sum())
+            if t.kernel:
+                kern += d
+            else:
+                aff += d
+        return kern, aff
+
+    def _log(self, step: int) -> None:
+        if step == self.logged_step:
+            return
+        self.logged_step = step
+        kern, aff = self.distances()
+        self.first = kern if self.first is None else self.first
+        self.last = kern
+        self.log("csgd/cluster_dist", kern, step)
+        self.log("csgd/cluster_dist_affine", aff, step)
+
+    def on_fit_start(self, ctx: FitContext) -> None:
+        params = dict(ctx.model.named_parameters())
+        for t in self.tied:
+            t.param = params[t.name]
+            t.labels, t.counts = t.labels.to(t.param.device), t.counts.to(t.param.device, t.param.dtype)
+        self._log(ctx.step)
+
+    @torch.no_grad()
+    def transform_grads(self, ctx: FitContext) -> None:
+        for t in self.tied:
+            p, g = t.param, t.param.grad
+            if g is None:
+                continue
+            new = t.mean(g).add_(p - t.mean(p), alpha=t.eps)
+            if t.decay:
+                new.add_(p, alpha=t.decay)
+            g.copy_(new)
+
+    def on_step_end(self, ctx: FitContext) -> None:
+        if (ctx.step + 1) % self.log_every == 0:
+            self._log(ctx.step + 1)
+
+    def on_fit_end(self, ctx: FitContext) -> None:
+        self._log(ctx.step)
+
+
+def tie(model: nn.Module, units: Mapping[str, Unit], clusters: Mapping[str, list[list[int]]], eps: float,
+        bias_factor: float, weight_decay: float) -> list[_Tied]:
+    """The tensors to transform: member kernels (ε, decay η), member biases and BN γ/β (bias_factor·ε, no decay)."""
+    modules = dict(model.named_modules())
+    names = {p: n for n, p in model.named_parameters()}
+    tied = []
+    for name, groups in clusters.items():
+        unit = units[name]
+        if len(groups) == unit.size:
+            continue
+        labels = cluster_labels(groups, unit.size)
+        counts = torch.bincount(labels, minlength=len(groups))
+        for layer in unit.members + unit.others:
+            mod = modules[layer]
+            for attr in ("weight", "bias"):
+                p = getattr(mod, attr, None)
+                if not isinstance(p, nn.Parameter):
+                    continue
+                kernel = attr == "weight" and layer in unit.members
+                tied.append(_Tied(names[p], labels, counts, eps if kernel else bias_factor * eps,
+                                  weight_decay if kernel else 0.0, kernel))
+    return tied
+
+
+def auto_epsilon(cfg: TrainConfig, lr: float, steps: int, slowest: float) -> float:
+    """ε at which the slowest tied tensors (at `slowest`·ε) are predicted to shrink their spread `AUTO_SHRINK`×."""
+    lr_sum = lr * sum(lr_factor(cfg, s / steps) for s in range(steps))
+    eps = math.log(AUTO_SHRINK) * (1 - cfg.momentum) / (slowest * max(lr_sum, 1e-12))
+    return min(eps, MAX_LR_EPS / lr)
+
+
+@register
+class CSGD(FullMethod):
+    name = "csgd"
+    summary = "Centripetal SGD (Ding 2019): pull clustered filters together while training, then merge losslessly"
+    needs_finetune = False
+
+    def __init__(self, epsilon: float | str = "auto", clustering: str = "kmeans", bias_factor: float = 0.1,
+                 lr: float | None = None, log_every: int = 20):
+        if clustering not in CLUSTERINGS:
+            raise ConfigError(f"csgd.clustering: '{clustering}' is unknown; allowed: {', '.join(CLUSTERINGS)}")
+        if epsilon != "auto" and (isinstance(epsilon, (str, bool)) or not epsilon > 0):
+            raise ConfigError(f"csgd.epsilon: must be 'auto' or a number > 0, got {epsilon!r}")
+        if isinstance(bias_factor, bool) or not isinstance(bias_factor, (int, float)) or bias_factor < 0:
+            raise ConfigError(f"csgd.bias_factor: must be a number >= 0, got {bias_factor!r}")
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
+            raise ConfigError(f"csgd.lr: must be a number > 0 or null (the fine-tune recipe's), got {lr!r}")
+        if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
+            raise ConfigError(f"csgd.log_every: must be an integer >= 1, got {log_every!r}")
+        self.epsilon = epsilon
+        self.clustering = clustering
+        self.bias_factor = float(bias_factor)
+        self.lr = lr
+        self.log_every = log_every
+
+    def plan_clusters(self, model: nn.Module, task: Task, target: Target) -> tuple[dict[str, Unit], dict]:
+        """The units of the grid's pruning config and their clusters sized to meet `target`."""
+        units = task.units(model)
+        cost = CostModel(model, task.example, units)
+        widths = target_widths(cost, target, task.spec.pruning.max_layer_prune)
+        measure = cost.macs if target.kind == "macs" else cost.params
+        task.log_param("csgd.predicted_reduction", round(1 - measure(widths) / measure({}), 4))
+        task.log_param("csgd.widths", {n: f"{widths[n]}/{u.size}" for n, u in units.items()})
+        return units, {n: cluster_unit(model, u, widths[n], self.clustering, task.seed) for n, u in units.items()}
+
+    def train(self, model: nn.Module, task: Task, units: Mapping[str, Unit],
+              clusters: Mapping[str, list[list[int]]]) -> tuple[nn.Module, Centripetal]:
+        """`task.finetune_epochs` epochs of the fine-tune recipe with the centripetal transform."""
+        cfg = task.spec.finetune
+        lr = self.lr or cfg.lr
+        epochs = task.finetune_epochs
+        steps = epochs * max(1, len(task.data.train) // cfg.batch_size)
+        slowest = min(1.0, self.bias_factor) if self.bias_factor > 0 else 1.0
+        eps = auto_epsilon(cfg, lr, steps, slowest) if self.epsilon == "auto" else float(self.epsilon)
+        task.log_param("csgd.epsilon_used", eps)
+        hook = Centripetal(tie(model, units, clusters, eps, self.bias_factor, cfg.weight_decay),
+                           task.log_metric, self.log_every)
+
+        def make_optimizer(m: nn.Module) -> torch.optim.Optimizer:
+            # Tied tensors: decay is inside the transform. Others: the harness's usual split.
+            groups: dict[str, list] = {"tied": [], "decay": [], "no_decay": []}
+            for n, p in m.named_parameters():
+                groups["tied" if n in hook.names else "decay" if p.ndim > 1 else "no_decay"].append(p)
+            wd = {"tied": 0.0, "decay": cfg.weight_decay, "no_decay": 0.0}
+            return torch.optim.SGD([{"params": ps, "weight_decay": wd[k]} for k, ps in groups.items() if ps],
+                                   lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+
+        if epochs > 0 and hook.tied:
+            model = task.train(model, epochs, hooks=[hook], make_optimizer=make_optimizer, lr=lr,
+                               desc="centripetal").model
+            if hook.first:
+                task.log_metric("csgd/cluster_dist_ratio", hook.last / hook.first)
+        return model, hook
+
+    def prune(self, model: nn.Module, task: Task, target: Target) -> nn.Module:
+        units, clusters = self.plan_clusters(model, task, target)
+        model, _ = self.train(model, task, units, clusters)
+        return merge(model, units, clusters, task.example.to(next(model.parameters()).device))

@@ -1,0 +1,167 @@
+"""C-SGD: lossless merge surgery, widths that meet the target, clustering, the centripetal transform,
+and on real MNIST: clusters collapse and merging costs no accuracy without fine-tuning."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from bench import models
+from bench.api import Target
+from bench.errors import ConfigError
+from bench.measure import count_macs
+from bench.merge import check_clusters, merge
+from bench.surgery import CostModel, find_units
+from bench.training import evaluate, fit
+from methods.csgd import CSGD, Centripetal, cluster_unit, target_widths, tie
+
+CASES = [("lenet5", {}, (1, 28)), ("vgg", {"depth": 11, "width": 0.25}, (3, 32)), ("resnet20", {}, (3, 32))]
+
+
+def build(name, args, chans, size):
+    torch.manual_seed(0)
+    m = models.build(name, chans, size, **args)
+    models.init_weights(m)
+    for mod in m.modules():  # non-trivial BN so that a wrong merge shows up in the outputs
+        if isinstance(mod, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            mod.running_mean.uniform_(-0.5, 0.5)
+            mod.running_var.uniform_(0.5, 1.5)
+            mod.weight.data.uniform_(0.5, 1.5)
+            mod.bias.data.uniform_(-0.2, 0.2)
+    return m.eval()
+
+
+@torch.no_grad()
+def make_identical(model, units, seed=0):
+    """Random clusters of about half of each unit; every member becomes a copy of its cluster's first."""
+    gen = torch.Generator().manual_seed(seed)
+    modules = dict(model.named_modules())
+    clusters = {}
+    for name, u in units.items():
+        k = max(1, u.size // 2)
+        perm = torch.randperm(u.size, generator=gen).tolist()
+        groups = [perm[i::k] for i in range(k)]
+        clusters[name] = groups
+        for g in groups:
+            for layer in u.members + u.others:
+                for attr in ("weight", "bias", "running_mean", "running_var"):
+                    t = getattr(modules[layer], attr, None)
+                    if isinstance(t, torch.Tensor):
+                        t[g] = t[g[0]].clone()
+    return clusters
+
+
+@pytest.mark.parametrize("name,args,shape", CASES)
+def test_merging_identical_clusters_is_lossless(name, args, shape):
+    m = build(name, args, *shape)
+    x = torch.randn(8, shape[0], shape[1], shape[1])
+    units = find_units(m, x, include_coupled=True)
+    if name == "resnet20":
+        assert any(u.coupled for u in units.values())  # residual groups are merged too
+    clusters = make_identical(m, units)
+    merged = merge(m, units, clusters, x).eval()
+    torch.testing.assert_close(merged(x), m(x), atol=1e-5, rtol=1e-5)
+    kept = {n: len(c) for n, c in clusters.items()}
+    assert count_macs(merged, x) == pytest.approx(CostModel(m, x, units).macs(kept))
+    assert count_macs(merged, x) < 0.4 * count_macs(m, x)
+
+
+def test_merge_of_distinct_filters_is_not_lossless():
+    """The equality above comes from the duplicates, not from a merge that changes nothing."""
+    m = build("lenet5", {}, 1, 28)
+    x = torch.randn(8, 1, 28, 28)
+    units = find_units(m, x)
+    merged = merge(m, units, {"features.3": [[i, i + 8] for i in range(8)]}, x)
+    assert merged.features[3].out_channels == 8 and merged.classifier[1].in_features == 8 * 25
+    assert (merged(x) - m(x)).abs().max() > 1e-3
+
+
+def test_clusters_must_partition_the_channels():
+    assert check_clusters([[3, 1], [0], [2]], 4) == [[0], [1, 3], [2]]
+    with pytest.raises(ValueError, match="partition"):
+        check_clusters([[0, 1], [1, 2]], 3)
+    with pytest.raises(ValueError, match="partition"):
+        check_clusters([[0], [1]], 3)
+
+
+@pytest.mark.parametrize("name,args,shape,coupled", [("lenet5", {}, (1, 28), False),
+                                                      ("resnet20", {}, (3, 32), False),
+                                                      ("resnet20", {}, (3, 32), True)])
+@pytest.mark.parametrize("reduction", [0.3, 0.5, 0.7])
+def test_widths_meet_the_target_within_tolerance(name, args, shape, coupled, reduction):
+    m = build(name, args, *shape)
+    x = torch.randn(2, shape[0], shape[1], shape[1])
+    cost = CostModel(m, x, find_units(m, x, include_coupled=coupled))
+    target = Target("macs", reduction)
+    widths = target_widths(cost, target, max_prune=0.9)
+    assert abs(1 - cost.macs(widths) / cost.macs({}) - reduction) <= target.tolerance
+    assert all(1 <= widths[n] <= u.size for n, u in cost.units.items())
+
+
+def test_kmeans_groups_duplicate_filters_and_couples_residual_members():
+    m = build("resnet20", {}, 3, 32)
+    x = torch.randn(2, 3, 32, 32)
+    unit = find_units(m, x, include_coupled=True)["conv1"]  # stem + three conv2 of stage 1
+    modules = dict(m.named_modules())
+    with torch.no_grad():  # channels 2j and 2j+1 equal in *every* member, distinct across j
+        for layer in unit.members:
+            w = modules[layer].weight
+            w[1::2] = w[0::2].clone()
+    clusters = cluster_unit(m, unit, 8, "kmeans", seed=0)
+    assert clusters == [[2 * j, 2 * j + 1] for j in range(8)]
+    assert cluster_unit(m, unit, 4, "even", seed=0) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]]
+    assert cluster_unit(m, unit, 16, "kmeans", seed=0) == [[i] for i in range(16)]
+
+
+def test_centripetal_transform_matches_the_formula():
+    """grad_i <- mean_H grad + eta W_i + eps (W_i - mean_H W) on kernels; 0.1 eps and no decay on biases."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    x = torch.randn(2, 3)
+    units = find_units(m, x)
+    clusters = {"0": [[0, 2], [1], [3]]}
+    eps, eta = 0.5, 0.01
+    hook = Centripetal(tie(m, units, clusters, eps, 0.1, eta), log=lambda *a: None)
+
+    class Ctx:
+        model, step = m, 0
+    hook.on_fit_start(Ctx)
+    m(x).sum().backward()
+    w, gw = m[0].weight.detach().clone(), m[0].weight.grad.clone()
+    b, gb = m[0].bias.detach().clone(), m[0].bias.grad.clone()
+    hook.transform_grads(Ctx)
+    for i in (0, 2):
+        want = (gw[0] + gw[2]) / 2 + eta * w[i] + eps * (w[i] - (w[0] + w[2]) / 2)
+        torch.testing.assert_close(m[0].weight.grad[i], want)
+        torch.testing.assert_close(m[0].bias.grad[i], (gb[0] + gb[2]) / 2 + 0.1 * eps * (b[i] - (b[0] + b[2]) / 2))
+    torch.testing.assert_close(m[0].weight.grad[1], gw[1] + eta * w[1])  # a singleton: only the folded decay
+    assert m[2].weight.grad is not None and [t.name for t in hook.tied] == ["0.weight", "0.bias"]
+
+
+@pytest.mark.parametrize("bad", [{"clustering": "spectral"}, {"epsilon": -1.0}, {"epsilon": "fast"},
+                                 {"bias_factor": -0.1}, {"lr": 0.0}, {"log_every": 0}])
+def test_bad_options_are_config_errors(bad):
+    with pytest.raises(ConfigError, match=f"csgd.{next(iter(bad))}"):
+        CSGD.validate_args(bad)
+
+
+@pytest.mark.slow
+def test_centripetal_training_on_mnist_collapses_clusters_and_merges_without_loss(mnist_small, task_for):
+    task = task_for(mnist_small, method="csgd", target=0.5, pretrain_epochs=1, finetune_epochs=1)
+    torch.manual_seed(0)
+    base = models.build("lenet5", 1, 28)
+    models.init_weights(base)
+    base = fit(base, mnist_small, task.spec.pretrain, seed=0, device="cpu", progress=False).model
+    method = CSGD()
+    units, clusters = method.plan_clusters(base, task, task.target)
+    trained, hook = method.train(copy.deepcopy(base), task, units, clusters)
+    merged = merge(trained, units, clusters, task.example)
+
+    dist = task.memory_logger.metrics["csgd/cluster_dist"]
+    assert dist[0][1] > 1.0 and dist[-1][1] <= dist[0][1] / 100
+    assert [s for s, _ in dist] == sorted(s for s, _ in dist)  # logged with increasing steps
+    acc_trained = evaluate(trained, mnist_small.test, mnist_small.info)[1]
+    acc_merged = evaluate(merged, mnist_small.test, mnist_small.info)[1]
+    assert abs(acc_trained - acc_merged) <= 0.001
+    assert acc_merged > 0.9
+    assert abs(1 - task.macs(merged) / task.macs(base) - 0.5) <= task.target.tolerance
