@@ -58,6 +58,9 @@ class Method:
 
 class ScoreMethod(Method):
     kind: ClassVar[str] = "score"
+    # True when scores share one scale across layers (VIP): `ranking: global` then removes by one
+    # network-wide threshold instead of normalising each unit by its mean score.
+    comparable_scores: ClassVar[bool] = False
 
     def score(self, model: nn.Module, task: "Task") -> dict[str, torch.Tensor]:
         """{unit root layer name: importance per output channel}; higher means keep."""

@@ -30,7 +30,8 @@ class Plan:
     predicted_reduction: float
 
 
-def _removal_order(units, scores, ranking: str, max_prune: float, round_to: int) -> list[tuple[str, list[int]]]:
+def _removal_order(units, scores, ranking: str, max_prune: float, round_to: int,
+                   comparable: bool = False) -> list[tuple[str, list[int]]]:
     """Blocks of channels in the order they leave. A block is one channel, or with `round_to` > 1
     as many as keep the unit's width a multiple of `round_to` (SIMD-friendly widths)."""
     keys: list[tuple[float, float, str, list[int]]] = []
@@ -45,7 +46,7 @@ def _removal_order(units, scores, ranking: str, max_prune: float, round_to: int)
         removable = order[:max(0, unit.size - floor)]
         first = (unit.size % round_to) or round_to if round_to > 1 else 1
         sizes = [first] + [round_to if round_to > 1 else 1] * len(removable)
-        scale = float(s.abs().mean()) or 1.0
+        scale = 1.0 if comparable else (float(s.abs().mean()) or 1.0)
         done = 0
         for size in sizes:
             block = removable[done:done + size]
@@ -59,9 +60,12 @@ def _removal_order(units, scores, ranking: str, max_prune: float, round_to: int)
 
 
 def plan_keep(model: nn.Module, example: torch.Tensor, scores: Mapping[str, torch.Tensor], target: Target,
-              cfg: PruningConfig = PruningConfig()) -> Plan:
+              cfg: PruningConfig = PruningConfig(), comparable: bool = False) -> Plan:
     """Keep-lists for the units that have scores, removing the least important channels first,
-    sized so that the predicted reduction is as close to `target` as channel granularity allows."""
+    sized so that the predicted reduction is as close to `target` as channel granularity allows.
+
+    `comparable`: the scores already share one network-wide scale (e.g. VIP), so global ranking
+    uses them raw, i.e. one global threshold, instead of dividing by each unit's mean."""
     units = {n: u for n, u in find_units(model, example, include_coupled=True).items() if n in scores}
     unknown = sorted(set(scores) - set(units))
     if unknown:
@@ -69,7 +73,7 @@ def plan_keep(model: nn.Module, example: torch.Tensor, scores: Mapping[str, torc
     cost = CostModel(model, example, units)
     measure = cost.macs if target.kind == "macs" else cost.params
     full = measure({})
-    order = _removal_order(units, scores, cfg.ranking, cfg.max_layer_prune, cfg.round_to)
+    order = _removal_order(units, scores, cfg.ranking, cfg.max_layer_prune, cfg.round_to, comparable)
 
     def counts(blocks) -> dict[str, int]:
         kept = {n: u.size for n, u in units.items()}
@@ -124,8 +128,9 @@ def achieved_reduction(base: nn.Module, pruned: nn.Module, example: torch.Tensor
 
 
 def prune_to_target(model: nn.Module, example: torch.Tensor, scores: Mapping[str, torch.Tensor],
-                    target: Target, cfg: PruningConfig = PruningConfig()) -> tuple[nn.Module, float]:
+                    target: Target, cfg: PruningConfig = PruningConfig(),
+                    comparable: bool = False) -> tuple[nn.Module, float]:
     """Plan, cut, and re-measure: (smaller model, achieved reduction relative to `model`)."""
-    plan = plan_keep(model, example, scores, target, cfg)
+    plan = plan_keep(model, example, scores, target, cfg, comparable)
     pruned = prune(model, plan.keep, example)
     return pruned, achieved_reduction(model, pruned, example, target.kind)

@@ -84,7 +84,8 @@ def _score_rounds(method: ScoreMethod, model: nn.Module, task: Task, target: Tar
         done = achieved_reduction(base, model, example, target.kind)
         step = Target(target.kind, 1 - (1 - goal) / (1 - done), target.tolerance)  # relative to current model
         task.target = step
-        model, _ = prune_to_target(model, example, method.score(model, task), step, spec.pruning)
+        model, _ = prune_to_target(model, example, method.score(model, task), step, spec.pruning,
+                                   comparable=method.comparable_scores)
         if k < rounds and per_round_ft:
             model = task.train(model, per_round_ft, desc=f"round{k}").model
     task.target = target
