@@ -17,6 +17,21 @@ from bench.registry import get_method
 from bench.tracking import Tracker
 
 
+def spread_bases(specs: list) -> list:
+    """Round-robin over base checkpoints, so parallel workers start by training different bases
+    instead of queueing on one base's lock."""
+    from bench.baselines import base_key
+
+    groups: dict[str, list] = {}
+    for spec in specs:
+        groups.setdefault(base_key(spec), []).append(spec)
+    out, queues = [], list(groups.values())
+    while queues:
+        out += [q.pop(0) for q in queues]
+        queues = [q for q in queues if q]
+    return out
+
+
 def default_workers(kind: str) -> int:
     """local: 1; pool/ray: one per GPU when there are GPUs, else one per CPU core."""
     if kind == "local":
@@ -43,6 +58,8 @@ def run_grid(cfg: GridConfig, *, executor: str | None = None, workers: int | Non
             counts["cached"] += 1
         else:
             todo.append(spec)
+    if kind != "local":
+        todo = spread_bases(todo)
     threads = max(1, (os.cpu_count() or 1) // workers) if kind != "local" else 0
     jobs = [CellJob(s, data_dir, cfg.results_dir, tracker.uri, threads, progress=progress and kind == "local",
                     method_module=get_method(s.method).__module__) for s in todo]
