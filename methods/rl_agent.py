@@ -1,0 +1,329 @@
+"""Try-and-learn RL pruning agents (Huang, Zhou, You, Neumann, WACV 2018, arXiv 1801.07365; methods.md §4).
+
+One agent per prunable unit, front to back. The agent reads the unit's filters (weights reshaped
+N x (C_in*k*k)) and outputs one keep probability per filter; REINFORCE with a mean-reward
+baseline over M sampled actions per update, T updates. Reward R = psi * phi with
+psi = (b - drop) / b and phi = log(N / kept); drop = accuracy loss in percentage points on a
+fixed validation subset, measured by *masking* the unit's output channels (after BN). Final
+action: keep filters with p > 0.5, surgery, a short fine-tune, next unit.
+
+Choices the paper does not fix or that this suite adds ([X] in methods.md):
+- Agent: a shared row-wise MLP over the (RMS-normalised) filters plus a free per-filter offset,
+  instead of the suggested CNN + FC over the N x D array. Both let every filter get its own
+  probability; the row-wise MLP is permutation-equivariant and shape-agnostic in N. Adam.
+- Advantages are (R - mean R) / std R per update: the mean baseline of the paper, rescaled.
+  Without the rescaling, the large negative rewards of early over-pruned samples drove every
+  filter (also useless ones) to p ~ 1 before the small gains of dropping useless ones showed.
+- `drop` is measured against the *current* model (earlier units already pruned and fine-tuned),
+  so b bounds each unit's own loss rather than the cumulative one.
+- Masking is done by re-running only the part of the traced graph (torch.fx) downstream of the
+  unit's post-BN outputs, from activations cached once per unit, for all new actions of an update
+  in one batch; identical actions are evaluated once (memoised). Same numbers as the pruned net.
+- Meeting the grid target (logged as param `rl/target_rule`, "cap+trim: ..."): a unit whose action
+  would overshoot the target only loses its lowest-probability filters, just enough to reach it
+  (`task.plan` on that unit); units are searched only while the target is not met; if all units
+  are done and it still is not, `task.plan` trims the rest using the keep probabilities as scores.
+- Budget: `needs_finetune = False`; the method spends exactly `task.finetune_epochs` itself:
+  `layer_finetune_epochs` of them as plain SGD steps at the fine-tune LR, split over the gaps
+  between units, and the rest with the ordinary fine-tune recipe at the end (`task.train`).
+  Consequence in the results: acc_pruned is already fine-tuned, prune_time_s includes the
+  fine-tune and finetune_time_s is 0.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from bench.api import FullMethod, Target, Task
+from bench.datasets import batches, normalize
+from bench.errors import ConfigError
+from bench.registry import register
+from bench.training import sgd
+
+
+def reward(drop_pp: torch.Tensor, kept: torch.Tensor, n: int, b: float) -> torch.Tensor:
+    """R = psi * phi: psi = (b - drop) / b (drop in accuracy points), phi = log(N / kept)."""
+    return (b - drop_pp) / b * torch.log(n / kept.double())
+
+
+def sample_actions(probs: torch.Tensor, m: int, gen: torch.Generator) -> torch.Tensor:
+    """M keep-masks ~ Bernoulli(probs); an all-zero draw keeps its most probable filter (no empty layer)."""
+    actions = torch.bernoulli(probs.detach().expand(m, -1), generator=gen).bool()
+    empty = ~actions.any(1)
+    actions[empty, int(probs.argmax())] = True
+    return actions
+
+
+def final_action(probs: torch.Tensor) -> torch.Tensor:
+    """Keep where p > 0.5, and at least the most probable filter."""
+    keep = probs > 0.5
+    keep[int(probs.argmax())] = True
+    return keep
+
+
+class Agent(nn.Module):
+    """Keep logits for N filters: a row-wise MLP over the normalised filters plus per-filter offsets."""
+
+    def __init__(self, filters: torch.Tensor, init_keep: float, hidden: int = 32):
+        super().__init__()
+        rms = filters.pow(2).mean().sqrt().clamp_min(1e-12)
+        self.register_buffer("x", filters / rms)
+        self.body = nn.Sequential(nn.Linear(filters.shape[1], hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        nn.init.zeros_(self.body[2].weight)  # every filter starts at init_keep
+        nn.init.constant_(self.body[2].bias, math.log(init_keep / (1 - init_keep)))
+        self.offset = nn.Parameter(torch.zeros(filters.shape[0]))
+
+    def forward(self) -> torch.Tensor:
+        return self.body(self.x).squeeze(1) + self.offset
+
+
+def mask_points(model: nn.Module, gm: fx.GraphModule, unit) -> list[fx.Node]:
+    """For each member layer of the unit, the last node of its conv/linear -> BN chain."""
+    mods = dict(model.named_modules())
+    points = []
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.target in unit.members:
+            while len(node.users) == 1:
+                user = next(iter(node.users))
+                if user.op != "call_module" or not isinstance(mods.get(user.target), nn.modules.batchnorm._BatchNorm):
+                    break
+                node = user
+            points.append(node)
+    return points
+
+
+class MaskedEval:
+    """Accuracies of `model` with some output channels of one unit zeroed, on fixed cached batches.
+
+    The graph is traced once; activations not downstream of the unit are computed once and
+    cached, so an evaluation only runs the suffix of the network. Several actions are evaluated
+    in one suffix pass (the batch holds one copy of the images per action), up to `max_bytes`
+    of cached activations per pass.
+    """
+
+    def __init__(self, model: nn.Module, unit, xs: list[torch.Tensor], ys: list[torch.Tensor],
+                 max_bytes: int = 2 ** 27):
+        model.eval()
+        try:
+            self.gm = fx.symbolic_trace(model)
+        except Exception as e:  # noqa: BLE001 - any tracing failure means the same thing here
+            raise RuntimeError(f"rl_agent needs a torch.fx-traceable model ({type(model).__name__}): {e}") from e
+        self.points = mask_points(model, self.gm, unit)
+        nodes = list(self.gm.graph.nodes)
+        down: set[fx.Node] = set()
+        for n in nodes:
+            if any(a in down or a in self.points for a in n.all_input_nodes):
+                down.add(n)
+        self.suffix = [n for n in nodes if n in down]
+        cached = {a for n in self.suffix for a in n.all_input_nodes if a not in down} | (set(self.points) - down)
+        self.ys = ys
+        self.caches: list[dict[fx.Node, object]] = []
+        self.interp = fx.Interpreter(self.gm)
+        with torch.inference_mode():
+            for x in xs:
+                env = self.interp.env = {}
+                for n in nodes:
+                    if n in down:
+                        continue
+                    env[n] = self.interp.run_node(n) if n.op != "placeholder" else x
+                    if n in cached:  # clone: a later in-place op (ReLU) must not change what we cached
+                        env[n] = env[n].clone() if isinstance(env[n], torch.Tensor) else env[n]
+                self.caches.append({n: env[n] for n in cached})
+        per_copy = max(sum(v.numel() * v.element_size() for v in c.values() if isinstance(v, torch.Tensor))
+                       for c in self.caches)
+        self.chunk = max(1, max_bytes // max(per_copy, 1))
+
+    @torch.inference_mode()
+    def accuracy(self, keeps: torch.Tensor) -> torch.Tensor:
+        """Top-1 accuracy for each row of `keeps` (K x C, False = channel zeroed)."""
+        correct = torch.zeros(len(keeps), dtype=torch.float64)
+        for cache, y in zip(self.caches, self.ys):
+            b = len(y)
+            for start in range(0, len(keeps), self.chunk):
+                chunk = keeps[start:start + self.chunk]
+                k = len(chunk)
+                env = {n: self._repeat(v, k, b) for n, v in cache.items() if n not in self.points}
+                for p in self.points:
+                    if p in cache:
+                        env[p] = self._mask(cache[p].unsqueeze(0), chunk)
+                self.interp.env = env
+                out = None
+                for n in self.suffix:
+                    out = env[n] = self.interp.run_node(n)
+                    if n in self.points:  # a member fed by another member (residual chain): masked here
+                        out = env[n] = self._mask(out.unflatten(0, (k, b)), chunk)
+                hits = out.unflatten(0, (k, b)).argmax(-1) == y
+                correct[start:start + k] += hits.sum(1).double().cpu()
+        return correct / sum(len(y) for y in self.ys)
+
+    @staticmethod
+    def _repeat(v: object, k: int, b: int) -> object:
+        """k copies of a cached batch activation along the batch dimension (one per action)."""
+        if k == 1 or not isinstance(v, torch.Tensor) or v.ndim == 0 or v.shape[0] != b:
+            return v
+        return v.unsqueeze(0).expand(k, *v.shape).flatten(0, 1)
+
+    @staticmethod
+    def _mask(v: torch.Tensor, keeps: torch.Tensor) -> torch.Tensor:
+        """v: (k, b, C, ...) -> (k*b, C, ...) with copy i's channels zeroed where keeps[i] is False."""
+        m = keeps.to(v.device, v.dtype).view(keeps.shape[0], 1, keeps.shape[1], *([1] * (v.ndim - 3)))
+        return (v * m).flatten(0, 1)
+
+
+def unit_filters(model: nn.Module, unit) -> torch.Tensor:
+    """N x D: each member's weights with one row per output channel, members side by side."""
+    mods = dict(model.named_modules())
+    return torch.cat([mods[m].weight.detach().flatten(1).float().cpu() for m in unit.members], dim=1)
+
+
+@register
+class RLAgent(FullMethod):
+    name = "rl_agent"
+    summary = "per-layer REINFORCE agents, reward (b-drop)/b*log(N/kept) (Huang et al. 2018)"
+    needs_finetune = False  # it spends task.finetune_epochs itself: between units, then at the end
+
+    def __init__(self, b: float = 2.0, samples: int = 16, updates: int = 40, lr: float = 0.05,
+                 init_keep: float = 0.9, eval_size: int = 1000, layer_finetune_epochs: int = 1):
+        values = dict(b=b, samples=samples, updates=updates, lr=lr, init_keep=init_keep, eval_size=eval_size,
+                      layer_finetune_epochs=layer_finetune_epochs)
+        rules = {"b": (lambda v: v > 0, "> 0 (accuracy points)"),
+                 "samples": (lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
+                 "updates": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+                 "lr": (lambda v: v > 0, "> 0"),
+                 "init_keep": (lambda v: 0 < v < 1, "in (0, 1)"),
+                 "eval_size": (lambda v: isinstance(v, int) and v >= 10, "an integer >= 10"),
+                 "layer_finetune_epochs": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")}
+        for k, (ok, allowed) in rules.items():
+            if not ok(values[k]):
+                raise ConfigError(f"rl_agent.{k}: {values[k]!r} is invalid; allowed: {allowed}")
+        self.b, self.samples, self.updates, self.lr = float(b), samples, updates, float(lr)
+        self.init_keep, self.eval_size, self.layer_finetune_epochs = float(init_keep), eval_size, layer_finetune_epochs
+
+    # -- the search for one unit ---------------------------------------------------------------
+    def search(self, model: nn.Module, unit, task: Task, xs: list[torch.Tensor], ys: list[torch.Tensor],
+               seed: int) -> tuple[torch.Tensor, float]:
+        """Train the unit's agent; returns (keep probabilities, reference accuracy of the unmasked model)."""
+        ev = MaskedEval(model, unit, xs, ys)
+        n = unit.size
+        ref = float(ev.accuracy(torch.ones(1, n, dtype=torch.bool))[0])
+        memo: dict[bytes, float] = {}  # evaluation is deterministic: each distinct action once
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            agent = Agent(unit_filters(model, unit), self.init_keep)
+        opt = torch.optim.Adam(agent.parameters(), lr=self.lr)
+        gen = torch.Generator().manual_seed(seed)
+        for t in range(self.updates):
+            logits = agent()
+            actions = sample_actions(torch.sigmoid(logits), self.samples, gen)
+            keys = [a.numpy().tobytes() for a in actions]
+            new = {k: i for i, k in enumerate(keys) if k not in memo}
+            if new:
+                memo.update(zip(new, ev.accuracy(actions[list(new.values())]).tolist()))
+            accs = [memo[k] for k in keys]
+            drop = (ref - torch.tensor(accs, dtype=torch.float64)) * 100
+            r = reward(drop, actions.sum(1), n, self.b)
+            logp = -F.binary_cross_entropy_with_logits(logits.expand(self.samples, -1), actions.float(),
+                                                       reduction="none").sum(1)
+            adv = (r - r.mean()) / (r.std() + 1e-8)  # mean baseline; /std keeps rare small gains visible
+            loss = -(adv.float() * logp).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            task.log_metric(f"rl/{unit.name}/reward", float(r.mean()), t)
+        with torch.no_grad():
+            probs = torch.sigmoid(agent())
+        task.log_metric(f"rl/{unit.name}/evaluations", len(memo))
+        return probs, ref
+
+    # -- the whole method ----------------------------------------------------------------------
+    def prune(self, model: nn.Module, task: Task, target: Target) -> nn.Module:
+        """Search, prune and fine-tune unit by unit (front to back), then the final fine-tune."""
+        t0 = time.perf_counter()
+        val = task.data.val.subset(self.eval_size, task.seed)
+        xs = [normalize(val.x[i:i + 1000], task.data.info).to(task.device) for i in range(0, len(val), 1000)]
+        ys = [val.y[i:i + 1000].to(task.device) for i in range(0, len(val), 1000)]
+        measure = task.macs if target.kind == "macs" else task.params
+        full = measure(model)
+        names = list(task.units(model))
+        ft = task.spec.finetune
+        gap_epochs = min(self.layer_finetune_epochs, max(task.finetune_epochs - 1, 0))
+        steps_per_epoch = max(1, len(task.data.train) // ft.batch_size)
+        gap_steps_left = gap_epochs * steps_per_epoch
+        stream = self._train_stream(task)
+        scores: dict[str, torch.Tensor] = {}
+        rule, search_s = "cap+trim: target reached by the agents", 0.0
+        for i, name in enumerate(names):
+            done = 1 - measure(model) / full
+            if done >= target.reduction - target.tolerance:
+                break  # target met: the remaining units stay whole
+            if i > 0 and gap_steps_left:
+                steps = gap_steps_left // (len(names) - i)
+                self._finetune(model, task, steps, stream)
+                gap_steps_left -= steps
+            unit = task.units(model)[name]
+            s0 = time.perf_counter()
+            probs, ref = self.search(model, unit, task, xs, ys, task.seed + i)
+            search_s += time.perf_counter() - s0
+            task.log_metric(f"rl/{name}/search_s", time.perf_counter() - s0)
+            keep = final_action(probs)
+            goal = self._relative(target, done)
+            pruned = task.prune_channels(model, {name: keep.nonzero().flatten().tolist()})
+            if 1 - measure(pruned) / measure(model) > goal.reduction + goal.tolerance:
+                # the agent would overshoot: remove only its least wanted filters, up to the target
+                plan = task.plan(model, {name: probs}, goal)
+                keep = torch.zeros(unit.size, dtype=torch.bool)
+                keep[plan.keep.get(name, list(range(unit.size)))] = True
+                pruned = task.prune_channels(model, {name: keep.nonzero().flatten().tolist()})
+                rule = f"cap+trim: capped at {name}"
+            model = pruned
+            scores[name] = probs[keep]
+            task.log_param(f"rl/{name}/kept", f"{int(keep.sum())}/{unit.size}")
+            task.log_metric(f"rl/{name}/ref_acc", ref)
+        done = 1 - measure(model) / full
+        if done < target.reduction - target.tolerance:
+            goal = self._relative(target, done)
+            plan = task.plan(model, scores, goal)
+            model = task.prune_channels(model, plan.keep)
+            rule = f"cap+trim: trimmed {done:.3f} -> {1 - measure(model) / full:.3f} by task.plan on keep probabilities"
+        if gap_steps_left:  # gaps skipped once the target was met: spend their share before the final fine-tune
+            self._finetune(model, task, gap_steps_left, stream)
+        task.log_param("rl/target_rule", rule)
+        task.log_param("rl/layer_finetune_epochs", gap_epochs)
+        task.log_metric("rl/search_s", search_s)
+        task.log_metric("rl/prune_phase_s", time.perf_counter() - t0)
+        final_epochs = task.finetune_epochs - gap_epochs
+        if final_epochs > 0:
+            model = task.train(model, final_epochs, desc="finetune").model
+        return model
+
+    @staticmethod
+    def _relative(target: Target, done: float) -> Target:
+        """The target restated relative to a model that already has `done` of the reduction."""
+        rest = 1 - done
+        return Target(target.kind, 1 - (1 - target.reduction) / rest, target.tolerance / rest)
+
+    @staticmethod
+    def _train_stream(task: Task) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Endless shuffled fine-tune batches (fresh permutation each pass, seeded by the run)."""
+        cfg = task.spec.finetune
+        gen = torch.Generator().manual_seed(task.seed)
+        while True:
+            yield from batches(task.data.train, task.data.info, cfg.batch_size, shuffle=True,
+                               augment_data=cfg.augment, gen=gen, device=task.device, drop_last=True)
+
+    @staticmethod
+    def _finetune(model: nn.Module, task: Task, steps: int, stream) -> None:
+        """A short fine-tune between units: `steps` SGD steps of the fine-tune recipe at its base LR."""
+        opt = sgd(model, task.spec.finetune)
+        model.train()
+        for _ in range(steps):
+            x, y = next(stream)
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+        model.eval()
