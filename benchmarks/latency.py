@@ -1,7 +1,7 @@
 """Measured CPU latency speedup vs MACs speedup of pruned models.
 
 Part 1, architectures: each quick-preset model pruned by L1 magnitude (per-layer ranking) to
--30/-50/-70 % MACs. Part 2, methods: every finished run's saved pruned model in a results store
+-30/-50/-70 % MACs, widths free (round 1) or multiples of 8 (round 8). Part 2, methods: every finished run's saved pruned model in a results store
 (default results/, filled by `tox -e quick`) against its base. Batch 1 and 64, median of repeats,
 base and pruned measured side by side. Goal: latency speedup / MACs speedup >= 0.8 at -50 %.
 Run: python benchmarks/latency.py [--results-dir results]
@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import hardware  # noqa: E402
 from bench import models  # noqa: E402
 from bench.api import Target  # noqa: E402
+from bench.config import PruningConfig  # noqa: E402
 from bench.driver import prune_to_target  # noqa: E402
 from bench.measure import count_macs, latency_ms  # noqa: E402
 from bench.surgery import find_units  # noqa: E402
@@ -28,7 +29,7 @@ ARCHS = [("lenet5", {}, 1, 28), ("vgg", {"depth": 11, "width": 0.25}, 3, 32), ("
 
 def row(label: str, base, pruned, x) -> str:
     mac_speedup = count_macs(base, x) / count_macs(pruned, x)
-    cells = [f"{label:<44}", f"{mac_speedup:>6.2f}x"]
+    cells = [f"{label:<56}", f"{mac_speedup:>6.2f}x"]
     for b in (1, 64):
         lb, lp = latency_ms(base, x, b, repeats=30 if b == 1 else 10), latency_ms(pruned, x, b, repeats=30 if b == 1 else 10)
         cells.append(f"{lb:>8.2f} {lp:>8.2f} {lb / lp / mac_speedup:>6.2f}")
@@ -36,7 +37,7 @@ def row(label: str, base, pruned, x) -> str:
 
 
 def header() -> str:
-    return (f"{'model / run':<44} {'MACs':>7} {'b1 base':>8} {'pruned':>8} {'ratio':>6} "
+    return (f"{'model / run':<56} {'MACs':>7} {'b1 base':>8} {'pruned':>8} {'ratio':>6} "
             f"{'b64 base':>8} {'pruned':>8} {'ratio':>6}")
 
 
@@ -53,8 +54,11 @@ def main() -> None:
         mods = dict(base.named_modules())
         scores = {n: filter_l1(mods[n].weight) for n in find_units(base, x)}
         for amount in (0.3, 0.5, 0.7):
-            pruned, got = prune_to_target(base, x, scores, Target("macs", amount))
-            print(row(f"{name}{margs or ''} -{amount:.0%} (got -{got:.1%})", base, pruned.eval(), x))
+            for round_to in (1, 8):
+                cfg = PruningConfig(round_to=round_to)
+                pruned, got = prune_to_target(base, x, scores, Target("macs", amount), cfg)
+                label = f"{name}{margs or ''} -{amount:.0%} (got -{got:.1%}) round {round_to}"
+                print(row(label, base, pruned.eval(), x))
     runs = sorted(Path(args.results_dir).glob("runs/*/pruned_model.pt"))
     if not runs:
         print(f"# no finished runs under {args.results_dir}/runs: run `tox -e quick` for the per-method part")
