@@ -30,6 +30,7 @@ lr·ε ≤ 0.5 for stability. For the paper's own budget this rule gives ε ≈ 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable, Mapping
@@ -39,11 +40,12 @@ import torch
 from torch import nn
 
 from bench.api import FullMethod, Target, Task
-from bench.config import TrainConfig
+from bench.config import PruningConfig, TrainConfig
+from bench.driver import plan_keep
 from bench.errors import ConfigError
 from bench.merge import check_clusters, cluster_labels, merge
 from bench.registry import register
-from bench.surgery import CostModel, Unit, min_keep
+from bench.surgery import CostModel, Unit
 from bench.training import FitContext, Hook, lr_factor
 
 CLUSTERINGS = ("kmeans", "even")
@@ -51,28 +53,13 @@ AUTO_SHRINK = 1e3      # spread reduction (norm) that auto-ε aims at for the sl
 MAX_LR_EPS = 0.5       # cap on lr·ε: far inside heavy-ball stability (lr·ε < 2(1 + momentum))
 
 
-def target_widths(cost: CostModel, target: Target, max_prune: float) -> dict[str, int]:
-    """Kept channels per unit: a uniform fraction nearest the target, then single-channel fixes."""
-    units = cost.units
-    measure = cost.macs if target.kind == "macs" else cost.params
-    full = measure({})
-    lo = {n: min_keep(u.size, max_prune) for n, u in units.items()}
-
-    def error(kept: Mapping[str, int]) -> float:
-        return abs(1 - measure(kept) / full - target.reduction)
-
-    def uniform(f: float) -> dict[str, int]:
-        return {n: min(u.size, max(lo[n], round(f * u.size))) for n, u in units.items()}
-
-    kept = min((uniform(f) for f in np.linspace(0.0, 1.0, 1001)), key=error)
-    while error(kept) > target.tolerance:
-        moves = [{**kept, n: kept[n] + d} for n in units for d in (-1, 1)
-                 if lo[n] <= kept[n] + d <= units[n].size]
-        best = min(moves, key=error, default=kept)
-        if error(best) >= error(kept):
-            break
-        kept = best
-    return kept
+def target_widths(model: nn.Module, example: torch.Tensor, units: Mapping[str, Unit], target: Target,
+                  cfg: PruningConfig = PruningConfig()) -> dict[str, int]:
+    """Kept channels per unit: the harness planner's uniform per-layer cut that meets the target
+    (equal scores, so only the widths matter; k-means then decides which filters merge)."""
+    flat = {n: torch.zeros(u.size) for n, u in units.items()}
+    plan = plan_keep(model, example, flat, target, dataclasses.replace(cfg, ranking="per_layer"))
+    return {n: len(plan.keep.get(n, range(u.size))) for n, u in units.items()}
 
 
 def cluster_unit(model: nn.Module, unit: Unit, k: int, method: str, seed: int) -> list[list[int]]:
@@ -235,7 +222,7 @@ class CSGD(FullMethod):
         """The units of the grid's pruning config and their clusters sized to meet `target`."""
         units = task.units(model)
         cost = CostModel(model, task.example, units)
-        widths = target_widths(cost, target, task.spec.pruning.max_layer_prune)
+        widths = target_widths(model, task.example, units, target, task.spec.pruning)
         measure = cost.macs if target.kind == "macs" else cost.params
         task.log_param("csgd.predicted_reduction", round(1 - measure(widths) / measure({}), 4))
         task.log_param("csgd.widths", {n: f"{widths[n]}/{u.size}" for n, u in units.items()})

@@ -8,6 +8,7 @@ from torch import nn
 
 from bench import models
 from bench.api import Target
+from bench.config import PruningConfig
 from bench.errors import ConfigError
 from bench.measure import count_macs
 from bench.merge import check_clusters, merge
@@ -91,9 +92,10 @@ def test_clusters_must_partition_the_channels():
 def test_widths_meet_the_target_within_tolerance(name, args, shape, coupled, reduction):
     m = build(name, args, *shape)
     x = torch.randn(2, shape[0], shape[1], shape[1])
-    cost = CostModel(m, x, find_units(m, x, include_coupled=coupled))
+    units = find_units(m, x, include_coupled=coupled)
+    cost = CostModel(m, x, units)
     target = Target("macs", reduction)
-    widths = target_widths(cost, target, max_prune=0.9)
+    widths = target_widths(m, x, units, target, PruningConfig(max_layer_prune=0.9))
     assert abs(1 - cost.macs(widths) / cost.macs({}) - reduction) <= target.tolerance
     assert all(1 <= widths[n] <= u.size for n, u in cost.units.items())
 
