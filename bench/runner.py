@@ -73,12 +73,22 @@ def _trainer(spec: RunSpec, data: Data, device: str, log: RunLogger, progress: b
     return train
 
 
+def finetune_split(epochs: int, rounds: int) -> tuple[int, int]:
+    """(epochs after each of the first K-1 rounds, epochs of the final fine-tune), summing to `epochs`.
+
+    Iterative schedules share the one fine-tune budget instead of adding to it, so K rounds cost
+    what one-shot costs and methods stay comparable.
+    """
+    between = epochs // rounds if rounds > 1 else 0
+    return between, epochs - (rounds - 1) * between
+
+
 def _score_rounds(method: ScoreMethod, model: nn.Module, task: Task, target: Target,
                   spec: RunSpec, example: torch.Tensor) -> tuple[nn.Module, float]:
     """K rounds of (score, cut to k/K of the target, fine-tune between rounds); one round = one-shot."""
     base = model
     rounds = spec.pruning.rounds
-    per_round_ft = spec.finetune.epochs // rounds if rounds > 1 else 0
+    per_round_ft = finetune_split(spec.finetune.epochs, rounds)[0]
     for k in range(1, rounds + 1):
         goal = target.reduction * k / rounds
         done = achieved_reduction(base, model, example, target.kind)
@@ -127,8 +137,11 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
     acc_pruned = evaluate(pruned, data.test, data.info, device=device)[1]
 
     finetune_time = 0.0
-    if cls.needs_finetune and spec.finetune.epochs > 0:
-        result = fit(pruned, data, spec.finetune, seed=spec.seed, device=device, progress=progress,
+    # Score methods spent part of the budget between rounds; full methods fine-tune for all of it.
+    final_epochs = (finetune_split(spec.finetune.epochs, spec.pruning.rounds)[1] if isinstance(method, ScoreMethod)
+                    else spec.finetune.epochs)
+    if cls.needs_finetune and final_epochs > 0:
+        result = fit(pruned, data, spec.finetune, seed=spec.seed, epochs=final_epochs, device=device, progress=progress,
                      desc=f"{spec.method} finetune", checkpoint=workdir / "finetune.ckpt")
         pruned, finetune_time = result.model, result.seconds
         log.curve("finetune", result.history)

@@ -89,6 +89,22 @@ def test_failing_cell_is_recorded_and_the_grid_goes_on(tmp_path, data_dir):
     assert row.status == "failed" and "RuntimeError: injected failure" in row.error
 
 
+def test_iterative_rounds_share_the_finetune_budget_instead_of_adding_to_it(tmp_path, data_dir):
+    """rounds: 2 with a 2-epoch budget = 1 epoch between rounds + 1 final epoch, not 1 + 2."""
+    import dataclasses
+
+    cfg = smoke(tmp_path, data_dir, methods=["magnitude"], datasets=["mnist"])
+    cfg.pruning = dataclasses.replace(cfg.pruning, rounds=2)
+    cfg.datasets = [dataclasses.replace(d, finetune=dataclasses.replace(d.finetune, epochs=2)) for d in cfg.datasets]
+    assert run_grid(cfg, progress=False) == {"done": 1}
+    tracker = Tracker(cfg.results_dir)
+    (spec,) = cfg.expand()
+    (run,) = tracker.runs_of(spec.experiment, spec.run_id)
+    epochs = {name: len(tracker.client.get_metric_history(run.info.run_id, f"{name}/val_acc"))
+              for name in ("round1", "finetune")}
+    assert epochs == {"round1": 1, "finetune": 1}
+
+
 def test_kill_9_mid_grid_then_rerun_completes_each_cell_exactly_once(tmp_path, data_dir):
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "bench", "run", "configs/smoke.yaml", "--datasets", "mnist", "--no-progress",
