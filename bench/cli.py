@@ -42,7 +42,7 @@ def cmd_run(args) -> int:
         cfg.results_dir = args.results_dir
     try:
         counts = run_grid(cfg, executor=args.executor, workers=args.workers, progress=not args.no_progress,
-                          address=args.ray_address, gpus_per_run=args.gpus_per_run)
+                          address=args.ray_address, gpus_per_run=args.gpus_per_run, threads=args.threads)
     except KeyboardInterrupt:
         print("interrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
         return 130
@@ -112,6 +112,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--executor", choices=("local", "pool", "ray"), help="default: the config's, else local")
     r.add_argument("--workers", type=int, help="parallel cells for pool/ray (default: 1 local, CPU count pool)")
     r.add_argument("--ray-address", help="Ray cluster address ('auto' joins a running one; default: start a local one)")
+    r.add_argument("--threads", type=int, help="torch threads per cell (default: cores // workers for pool, "
+                   "cpus_per_run for Ray, all cores for local)")
     r.add_argument("--gpus-per-run", type=float, help="Ray: GPU share per cell, e.g. 0.25 runs 4 cells per GPU")
     r.set_defaults(fn=cmd_run)
     sv = sub.add_parser("server", help="start an MLflow tracking server for pool/Ray workers")

@@ -75,11 +75,34 @@ class LocalExecutor:
             yield job, run_cell(job)
 
 
-class PoolExecutor:
-    """A local process pool; each worker gets cores // workers torch threads (or one GPU's share)."""
+def visible_gpus() -> list[str]:
+    """The GPU ids this process may use, as CUDA_VISIBLE_DEVICES would name them."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip()]
+    import torch
 
-    def __init__(self, workers: int | None = None, **_):
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _pin_worker(slots, gpu_ids: Sequence[str]) -> None:
+    """Pool initializer: take a worker slot and see only GPU `slot % len(gpu_ids)`.
+
+    Runs before the worker's first CUDA call, so every run inside it uses "cuda" = its own GPU;
+    without it all workers would share GPU 0. More workers than GPUs share them round-robin.
+    """
+    slot = slots.get()
+    if gpu_ids:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % len(gpu_ids)]
+
+
+class PoolExecutor:
+    """A local process pool: each worker sees one GPU (round-robin) and gets cores // workers torch threads."""
+
+    def __init__(self, workers: int | None = None, gpu_ids: Sequence[str] | None = None, cell=run_cell, **_):
         self.workers = workers or os.cpu_count() or 1
+        self.gpu_ids = list(visible_gpus() if gpu_ids is None else gpu_ids)
+        self.cell = cell  # the function each worker runs per job; swapped only by tests
 
     def run(self, jobs: Sequence[CellJob]) -> Iterator[tuple[CellJob, str]]:
         # One dead worker breaks a whole ProcessPoolExecutor and takes the other running cells
@@ -92,7 +115,7 @@ class PoolExecutor:
             else:
                 batch, workers = [suspects.pop(0)], 1
             lost = []
-            for job, status in self._pool(batch, workers):
+            for job, status in self._pool(batch, workers, self.gpu_ids, self.cell):
                 if status is None:
                     lost.append(job)
                 else:
@@ -107,11 +130,15 @@ class PoolExecutor:
                     yield job, "failed"
 
     @staticmethod
-    def _pool(batch: list[CellJob], workers: int) -> Iterator[tuple[CellJob, str | None]]:
+    def _pool(batch: list[CellJob], workers: int, gpu_ids: list[str], cell) -> Iterator[tuple[CellJob, str | None]]:
         """(job, status) per finished cell; status None for cells lost to a broken pool."""
         ctx = mp.get_context("spawn")  # fresh interpreters: no forked torch/MLflow state
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(run_cell, job): job for job in batch}
+        slots = ctx.Queue()
+        for i in range(workers):
+            slots.put(i)
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_pin_worker,
+                                    initargs=(slots, gpu_ids)) as pool:
+            futures = {pool.submit(cell, job): job for job in batch}
             for fut in cf.as_completed(futures):
                 try:
                     yield futures[fut], fut.result()

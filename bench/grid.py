@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from bench.config import GridConfig
 from bench.datasets import resolve_data_dir
+from bench.errors import ConfigError
 from bench.executors import CellJob, make_executor
 from bench.registry import get_method
 from bench.tracking import Tracker
@@ -41,13 +42,30 @@ def default_workers(kind: str) -> int:
     return torch.cuda.device_count() or os.cpu_count() or 1
 
 
+def threads_per_worker(kind: str, workers: int, options: dict) -> int:
+    """Torch threads per cell: 0 (torch's default, all cores) in-process; an explicit `threads`
+    option; Ray's `cpus_per_run`; else the pool's fair share, cores // workers, so workers never
+    oversubscribe the CPU."""
+    threads = options.get("threads")
+    if threads is not None:
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise ConfigError(f"executor.threads: expected an integer >= 1, got {threads!r}")
+        return threads
+    if kind == "local":
+        return 0
+    if kind == "ray":
+        return max(1, int(options.get("cpus_per_run", 1)))
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 def run_grid(cfg: GridConfig, *, executor: str | None = None, workers: int | None = None,
              progress: bool = True, **executor_options) -> Counter:
     """Run every cell; returns how many ended done / cached / skipped / failed."""
     options = {**cfg.executor, **{k: v for k, v in executor_options.items() if v is not None}}
     kind = executor or options.pop("kind", "local")
     options.pop("kind", None)
-    workers = workers or options.pop("workers", None) or default_workers(kind)
+    configured = options.pop("workers", None)  # always popped: the CLI's --workers wins over the config's
+    workers = workers or configured or default_workers(kind)
     specs = cfg.expand()
     data_dir = str(resolve_data_dir(cfg.data_dir))
     tracker = Tracker(cfg.results_dir)
@@ -60,7 +78,8 @@ def run_grid(cfg: GridConfig, *, executor: str | None = None, workers: int | Non
             todo.append(spec)
     if kind != "local":
         todo = spread_bases(todo)
-    threads = max(1, (os.cpu_count() or 1) // workers) if kind != "local" else 0
+    threads = threads_per_worker(kind, workers, options)
+    options.pop("threads", None)
     jobs = [CellJob(s, data_dir, cfg.results_dir, tracker.uri, threads, progress=progress and kind == "local",
                     method_module=get_method(s.method).__module__) for s in todo]
     bar = tqdm(total=len(specs), initial=counts["cached"], desc=f"grid {cfg.name}", unit="cell",

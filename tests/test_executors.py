@@ -110,3 +110,40 @@ def test_ray_local_cluster_with_two_workers_runs_each_cell_once(tmp_path, data_d
         ray.shutdown()
     assert counts == {"done": 2}
     assert (assert_each_cell_once(cfg).status == "done").all()
+
+
+def report_gpu_after_rendezvous(job) -> str:
+    """Pool cell for the GPU test: wait until every worker holds a job, then report what it sees."""
+    Path(job.folder, str(os.getpid())).touch()
+    deadline = time.time() + 60
+    while len(os.listdir(job.folder)) < job.workers and time.time() < deadline:
+        time.sleep(0.05)
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
+
+
+def test_pool_pins_each_worker_to_its_own_gpu(tmp_path):
+    from types import SimpleNamespace
+
+    from bench.executors import PoolExecutor
+
+    pool = PoolExecutor(workers=2, gpu_ids=["3", "5"], cell=report_gpu_after_rendezvous)
+    jobs = [SimpleNamespace(folder=str(tmp_path), workers=2) for _ in range(2)]
+    assert sorted(status for _, status in pool.run(jobs)) == ["3", "5"]
+
+
+def test_threads_per_worker_shares_the_cores_and_rejects_bad_values():
+    from bench.grid import threads_per_worker
+
+    cores = os.cpu_count()
+    assert threads_per_worker("local", 1, {}) == 0  # torch's default: every core
+    assert threads_per_worker("pool", 2, {}) == max(1, cores // 2)
+    assert threads_per_worker("pool", 2, {"threads": 3}) == 3
+    assert threads_per_worker("ray", 8, {"cpus_per_run": 4}) == 4
+    with pytest.raises(config.ConfigError, match="executor.threads"):
+        threads_per_worker("pool", 2, {"threads": 0})
+
+
+def test_cli_workers_override_the_configs_instead_of_clashing(tmp_path):
+    cfg = tiny(tmp_path, "/nonexistent", methods=("random",), seeds=(0,))
+    cfg.executor = {"kind": "local", "workers": 3}
+    assert run_grid(cfg, workers=1, progress=False) == {"skipped": 1}
