@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -57,19 +58,25 @@ def widths(model: nn.Module) -> dict[str, int]:
             for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
 
 
-def latency_ms(model: nn.Module, example: torch.Tensor, batch: int, *, repeats: int = 20,
-               warmup: int = 3, device: str = "cpu") -> float:
-    """Median wall time of one forward pass at `batch`, after warm-up, in milliseconds."""
-    model = model.eval().to(device)
+def paired_latency_ms(models: Sequence[nn.Module], example: torch.Tensor, batch: int, *, repeats: int = 20,
+                      warmup: int = 3, device: str = "cpu") -> list[float]:
+    """Median wall time of one forward pass at `batch` per model, in milliseconds.
+
+    The models take turns, one pass each per repeat, so a burst of load on a shared machine hits
+    all of them alike and their ratio (pruned vs base speed-up) stays meaningful.
+    """
+    models = [m.eval().to(device) for m in models]
     x = example[:1].to(device).expand(batch, *example.shape[1:]).contiguous()
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    times = []
+    times: list[list[float]] = [[] for _ in models]
     with torch.inference_mode():
         for i in range(warmup + repeats):
-            sync()
-            t = time.perf_counter()
-            model(x)
-            sync()
-            if i >= warmup:
-                times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+            for model, out in zip(models, times):
+                sync()
+                t = time.perf_counter()
+                model(x)
+                sync()
+                if i >= warmup:
+                    out.append((time.perf_counter() - t) * 1000)
+    return [statistics.median(t) for t in times]
+

@@ -22,7 +22,7 @@ from bench.config import RunSpec
 from bench.datasets import Data, load, normalize
 from bench.driver import achieved_reduction, prune_to_target
 from bench.errors import DataUnavailable
-from bench.measure import count_macs, count_params, latency_ms, widths
+from bench.measure import count_macs, count_params, paired_latency_ms, widths
 from bench.registry import get_method
 from bench.tracking import STATUS_DONE, STATUS_FAILED, STATUS_SKIPPED, RunLogger, Tracker
 from bench.training import default_device, evaluate, fit
@@ -172,12 +172,12 @@ def measure_record(base: nn.Module, pruned: nn.Module, data: Data, example: torc
     cpu_ex = example.cpu()
     base_cpu, pruned_cpu = copy.deepcopy(base).cpu(), copy.deepcopy(pruned).cpu()
     for b, reps in ((1, 30), (64, 10)):
-        record[f"latency_cpu_b{b}_base_ms"] = latency_ms(base_cpu, cpu_ex, b, repeats=reps)
-        record[f"latency_cpu_b{b}_pruned_ms"] = latency_ms(pruned_cpu, cpu_ex, b, repeats=reps)
+        record[f"latency_cpu_b{b}_base_ms"], record[f"latency_cpu_b{b}_pruned_ms"] = paired_latency_ms(
+            [base_cpu, pruned_cpu], cpu_ex, b, repeats=reps)
     if torch.cuda.is_available():
         for b in (1, 64):
-            record[f"latency_gpu_b{b}_base_ms"] = latency_ms(base, example, b, device=device)
-            record[f"latency_gpu_b{b}_pruned_ms"] = latency_ms(pruned, example, b, device=device)
+            record[f"latency_gpu_b{b}_base_ms"], record[f"latency_gpu_b{b}_pruned_ms"] = paired_latency_ms(
+                [base, pruned], example, b, device=device)
     log.json_artifact("widths.json", {"base": widths(base), "pruned": widths(pruned)}, workdir)
     log.artifact(workdir / "pruned_model.pt")
     return record

@@ -3,7 +3,7 @@
 Part 1, architectures: each quick-preset model pruned by L1 magnitude (per-layer ranking) to
 -30/-50/-70 % MACs, widths free (round 1) or multiples of 8 (round 8). Part 2, methods: every finished run's saved pruned model in a results store
 (default results/, filled by `tox -e quick`) against its base. Batch 1 and 64, median of repeats,
-base and pruned measured side by side. Goal: latency speedup / MACs speedup >= 0.8 at -50 %.
+base and pruned timed in turns (`measure.paired_latency_ms`). Goal: latency speedup / MACs speedup >= 0.8 at -50 %.
 Run: python benchmarks/latency.py [--results-dir results]
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from bench import models  # noqa: E402
 from bench.api import Target  # noqa: E402
 from bench.config import PruningConfig  # noqa: E402
 from bench.driver import prune_to_target  # noqa: E402
-from bench.measure import count_macs, latency_ms  # noqa: E402
+from bench.measure import count_macs, paired_latency_ms  # noqa: E402
 from bench.surgery import find_units  # noqa: E402
 from methods.magnitude import filter_l1  # noqa: E402
 
@@ -31,7 +31,7 @@ def row(label: str, base, pruned, x) -> str:
     mac_speedup = count_macs(base, x) / count_macs(pruned, x)
     cells = [f"{label:<56}", f"{mac_speedup:>6.2f}x"]
     for b in (1, 64):
-        lb, lp = latency_ms(base, x, b, repeats=30 if b == 1 else 10), latency_ms(pruned, x, b, repeats=30 if b == 1 else 10)
+        lb, lp = paired_latency_ms([base, pruned], x, b, repeats=30 if b == 1 else 10)
         cells.append(f"{lb:>8.2f} {lp:>8.2f} {lb / lp / mac_speedup:>6.2f}")
     return " ".join(cells)
 
