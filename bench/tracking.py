@@ -12,9 +12,11 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 STATUS_DONE, STATUS_FAILED, STATUS_SKIPPED, STATUS_RUNNING = "done", "failed", "skipped", "running"
 
@@ -104,6 +106,8 @@ class Tracker:
 
     def runs_frame(self, experiment: str | None = None) -> pd.DataFrame:
         """One row per live run: the RESULT_COLUMNS first, then every other metric."""
+        import pandas as pd  # on use: pool workers never need it, and it costs their start-up
+
         if experiment:
             exp = self.client.get_experiment_by_name(experiment)
             exp_ids = [exp.experiment_id] if exp else []
@@ -122,11 +126,8 @@ class Tracker:
         df = pd.DataFrame(rows)
         if df.empty:
             return pd.DataFrame(columns=RESULT_COLUMNS)
-        for c in RESULT_COLUMNS:
-            if c not in df:
-                df[c] = None
         rest = sorted(c for c in df.columns if c not in RESULT_COLUMNS)
-        return df[RESULT_COLUMNS + rest].sort_values(["dataset", "model", "method", "target", "seed"],
+        return df.reindex(columns=RESULT_COLUMNS + rest).sort_values(["dataset", "model", "method", "target", "seed"],
                                                       kind="stable").reset_index(drop=True)
 
 

@@ -37,7 +37,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from sklearn.cross_decomposition import PLSRegression
 from torch import nn
 
 from bench.api import ScoreMethod, Task
@@ -61,6 +60,8 @@ def fit_vip(x: np.ndarray, y: np.ndarray, classes: int, components: int = 2) -> 
 
     The explained share sum_k S_k / |Y_std|^2 is logged per round: near 0, the VIPs rank noise.
     """
+    from sklearn.cross_decomposition import PLSRegression  # on use: every worker imports every plugin
+
     onehot = np.eye(classes, dtype=np.float64)[y]
     h = min(components, x.shape[1], len(y) - 1)  # PLS needs h <= F and h < n
     pls = PLSRegression(n_components=h, scale=True).fit(x, onehot)
