@@ -141,8 +141,8 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
     final_epochs = (finetune_split(spec.finetune.epochs, spec.pruning.rounds)[1] if isinstance(method, ScoreMethod)
                     else spec.finetune.epochs)
     if cls.needs_finetune and final_epochs > 0:
-        result = fit(pruned, data, spec.finetune, seed=spec.seed, epochs=final_epochs, device=device, progress=progress,
-                     desc=f"{spec.method} finetune", checkpoint=workdir / "finetune.ckpt")
+        result = fit(pruned, data, spec.finetune, seed=spec.seed, epochs=final_epochs, device=device,
+                     progress=progress, desc=f"{spec.method} finetune", checkpoint=workdir / "finetune.ckpt")
         pruned, finetune_time = result.model, result.seconds
         log.curve("finetune", result.history)
     return measure_record(base, pruned, data, example, spec, acc_pruned, prune_time, finetune_time, log, workdir)
