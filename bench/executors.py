@@ -115,7 +115,7 @@ class PoolExecutor:
             else:
                 batch, workers = [suspects.pop(0)], 1
             lost = []
-            for job, status in self._pool(batch, workers, self.gpu_ids, self.cell):
+            for job, status in self._pool(batch, workers):
                 if status is None:
                     lost.append(job)
                 else:
@@ -129,16 +129,15 @@ class PoolExecutor:
                     record_worker_death(job, "worker process died (killed, e.g. out of memory)")
                     yield job, "failed"
 
-    @staticmethod
-    def _pool(batch: list[CellJob], workers: int, gpu_ids: list[str], cell) -> Iterator[tuple[CellJob, str | None]]:
+    def _pool(self, batch: list[CellJob], workers: int) -> Iterator[tuple[CellJob, str | None]]:
         """(job, status) per finished cell; status None for cells lost to a broken pool."""
         ctx = mp.get_context("spawn")  # fresh interpreters: no forked torch/MLflow state
         slots = ctx.Queue()
         for i in range(workers):
             slots.put(i)
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_pin_worker,
-                                    initargs=(slots, gpu_ids)) as pool:
-            futures = {pool.submit(cell, job): job for job in batch}
+                                    initargs=(slots, self.gpu_ids)) as pool:
+            futures = {pool.submit(self.cell, job): job for job in batch}
             for fut in cf.as_completed(futures):
                 try:
                     yield futures[fut], fut.result()

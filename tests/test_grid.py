@@ -1,4 +1,5 @@
 """The whole path on real (small) MNIST: grid -> MLflow -> results; rerun, kill -9, failures, skips."""
+import dataclasses
 import os
 import signal
 import subprocess
@@ -91,8 +92,6 @@ def test_failing_cell_is_recorded_and_the_grid_goes_on(tmp_path, data_dir):
 
 def test_iterative_rounds_share_the_finetune_budget_instead_of_adding_to_it(tmp_path, data_dir):
     """rounds: 2 with a 2-epoch budget = 1 epoch between rounds + 1 final epoch, not 1 + 2."""
-    import dataclasses
-
     cfg = smoke(tmp_path, data_dir, methods=["magnitude"], datasets=["mnist"])
     cfg.pruning = dataclasses.replace(cfg.pruning, rounds=2)
     cfg.datasets = [dataclasses.replace(d, finetune=dataclasses.replace(d.finetune, epochs=2)) for d in cfg.datasets]
