@@ -1,0 +1,76 @@
+"""The quick CIFAR-10 cell under other settings: fine-tune lr, and PLS+VIP's options (docs/decisions.md).
+
+Every variant is the quick preset's CIFAR-10 / VGG-11 (width 0.25) cell at -50 % MACs, seed 0, from
+the same cached base (`tox -e quick` leaves it in results/; otherwise it is trained first). Each
+variant is its own MLflow experiment `sweep-<name>`, so a rerun skips finished variants.
+Run: python benchmarks/quick_cifar_sweep.py [--results-dir results] [variant ...]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import REPO, data_dir  # noqa: E402
+from bench import config  # noqa: E402
+from bench.grid import run_grid  # noqa: E402
+from bench.tracking import Tracker  # noqa: E402
+
+PLS = {"samples": 5000}
+# name: (fine-tune lr, method, method args, pruning overrides)
+VARIANTS = {
+    "lr0.01-magnitude": (0.01, "magnitude", {}, {}),
+    "lr0.01-random": (0.01, "random", {}, {}),
+    "lr0.01-pls": (0.01, "pls_vip", PLS, {}),
+    "lr0.01-pls-global": (0.01, "pls_vip", PLS, {"ranking": "global"}),
+    "lr0.01-pls-avg": (0.01, "pls_vip", {**PLS, "pooling": "avg"}, {}),
+    "lr0.01-pls-20k": (0.01, "pls_vip", {"samples": 20000}, {}),
+    "lr0.01-pls-h5": (0.01, "pls_vip", {**PLS, "components": 5}, {}),
+    "lr0.01-pls-h10": (0.01, "pls_vip", {**PLS, "components": 10}, {}),
+    "lr0.01-pls-global-h10": (0.01, "pls_vip", {**PLS, "components": 10}, {"ranking": "global"}),
+    "lr0.01-pls-3rounds": (0.01, "pls_vip", PLS, {"rounds": 3}),
+    "lr0.01-pls-global-3rounds": (0.01, "pls_vip", PLS, {"ranking": "global", "rounds": 3}),
+    "lr0.05-magnitude": (0.05, "magnitude", {}, {}),
+    "lr0.05-random": (0.05, "random", {}, {}),
+    "lr0.05-pls": (0.05, "pls_vip", PLS, {}),
+}
+
+
+def variant_config(name: str, results_dir: str) -> config.GridConfig:
+    lr, method, args, pruning = VARIANTS[name]
+    cfg = config.override(config.load(REPO / "configs/quick.yaml"), methods=[method], datasets=["cifar10"])
+    cfg.methods = {method: args}
+    cfg.pruning = dataclasses.replace(cfg.pruning, **pruning)
+    cfg.datasets = [dataclasses.replace(d, finetune=dataclasses.replace(d.finetune, lr=lr)) for d in cfg.datasets]
+    cfg.name, cfg.data_dir, cfg.results_dir = f"sweep-{name}", data_dir(), results_dir
+    return cfg
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results-dir", default="results")
+    ap.add_argument("variants", nargs="*", help=f"default: all of {', '.join(VARIANTS)}")
+    args = ap.parse_args()
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant(s) {', '.join(unknown)}; allowed: {', '.join(VARIANTS)}")
+    print(f"{'variant':<28} {'acc_base':>8} {'acc_pruned':>10} {'acc_final':>9} {'MACs -':>7}  conv widths")
+    for name in args.variants or VARIANTS:
+        cfg = variant_config(name, args.results_dir)
+        run_grid(cfg, progress=False)
+        r = Tracker(args.results_dir).runs_frame(cfg.name).iloc[0]
+        pruned = Path(args.results_dir, "runs", r.run_id, "pruned_model.pt")
+        widths = ""
+        if pruned.exists():
+            import torch
+
+            model = torch.load(pruned, weights_only=False)
+            widths = "-".join(str(m.out_channels) for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        print(f"{name:<28} {r.acc_base:>8.4f} {r.acc_pruned:>10.4f} {r.acc_final:>9.4f} {r.macs_reduction:>7.1%}  {widths}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
