@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
+import threading
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -64,7 +65,18 @@ def record_worker_death(job: CellJob, reason: str) -> None:
         tracker.start(job.spec).finish(STATUS_FAILED, reason)
 
 
-class LocalExecutor:
+class Executor:
+    """What every executor offers: `run` yields (job, status) as cells finish. `start` may begin
+    acquiring workers early, before the jobs are known; `close` releases them if `run` never ran."""
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class LocalExecutor(Executor):
     """In-process, one cell after another: the default, and what a laptop check of one cell wants."""
 
     def __init__(self, workers: int = 1, **_):
@@ -85,30 +97,82 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def _pin_worker(slots, gpu_ids: Sequence[str]) -> None:
-    """Pool initializer: take a worker slot and see only GPU `slot % len(gpu_ids)`.
+# Loaded once by the forkserver, which then forks every pool worker with them in memory: N workers
+# no longer import torch and MLflow N times over (about 3 s of CPU each), and a forked worker
+# exits without the interpreter teardown. Safe for CUDA: importing these never initialises it
+# (checked by tracing torch.cuda during the import), so each worker still picks its own GPU.
+PRELOAD = ["bench.runner", "mlflow.tracking", "torch._dynamo"]  # _dynamo: the first optimizer imports it
 
-    Runs before the worker's first CUDA call, so every run inside it uses "cuda" = its own GPU;
-    without it all workers would share GPU 0. More workers than GPUs share them round-robin.
+
+def _pool_context():
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
+def _init_worker(slots, gpu_ids: Sequence[str], environ: dict[str, str]) -> None:
+    """Pool initializer: the caller's environment, then one GPU per worker.
+
+    A forked worker inherits the forkserver's environment, frozen when the server started; the
+    caller's current one (BENCH_*, MLFLOW_*, set since) is what a spawned process would see.
+    The GPU pin runs before the worker's first CUDA call, so every run inside it uses "cuda" =
+    GPU `slot % len(gpu_ids)`; without it all workers would share GPU 0.
     """
+    os.environ.clear()
+    os.environ.update(environ)
     slot = slots.get()
     if gpu_ids:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % len(gpu_ids)]
 
 
-class PoolExecutor:
+def _ready() -> None:
+    """No-op task: the pool creates a worker per task submitted while none is idle."""
+
+
+def _fill(pool: cf.ProcessPoolExecutor, workers: int) -> None:
+    for _ in range(workers):
+        pool.submit(_ready)
+
+
+class PoolExecutor(Executor):
     """A local process pool: each worker sees one GPU (round-robin) and gets cores // workers torch threads."""
 
     def __init__(self, workers: int | None = None, gpu_ids: Sequence[str] | None = None, cell=run_cell, **_):
         self.workers = workers or os.cpu_count() or 1
         self.gpu_ids = list(visible_gpus() if gpu_ids is None else gpu_ids)
         self.cell = cell  # the function each worker runs per job; swapped only by tests
+        self._started: cf.ProcessPoolExecutor | None = None
+        self._starter: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the workers in the background, so the forkserver's imports (about 3 s) overlap
+        the caller's own work before `run`; the first batch of `run` goes to this pool."""
+        if self._starter is None:
+            self._started = self._new_pool(self.workers)
+            # creating a worker waits for the forkserver's imports: a thread waits, not the caller
+            self._starter = threading.Thread(target=_fill, args=(self._started, self.workers), daemon=True)
+            self._starter.start()
+
+    def close(self) -> None:
+        """Shut down a started pool that `run` never used."""
+        pool = self._take_started()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+    def _take_started(self) -> cf.ProcessPoolExecutor | None:
+        if self._starter is not None:
+            self._starter.join()
+            self._starter = None
+        pool, self._started = self._started, None
+        return pool
 
     def run(self, jobs: Sequence[CellJob]) -> Iterator[tuple[CellJob, str]]:
         # One dead worker breaks a whole ProcessPoolExecutor and takes the other running cells
         # down with it. Cells that never started go to a fresh pool; cells that were running are
         # suspects, each rerun alone in a one-worker pool: a second death there is its own fault.
         pending, suspects = list(jobs), []
+        if not pending:
+            self.close()
         while pending or suspects:
             if pending:
                 batch, workers, pending = pending, self.workers, []
@@ -129,14 +193,22 @@ class PoolExecutor:
                     record_worker_death(job, "worker process died (killed, e.g. out of memory)")
                     yield job, "failed"
 
-    def _pool(self, batch: list[CellJob], workers: int) -> Iterator[tuple[CellJob, str | None]]:
-        """(job, status) per finished cell; status None for cells lost to a broken pool."""
-        ctx = mp.get_context("spawn")  # fresh interpreters: no forked torch/MLflow state
+    def _new_pool(self, workers: int) -> cf.ProcessPoolExecutor:
+        ctx = _pool_context()
         slots = ctx.Queue()
         for i in range(workers):
             slots.put(i)
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_pin_worker,
-                                    initargs=(slots, self.gpu_ids)) as pool:
+        return cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                      initargs=(slots, self.gpu_ids, dict(os.environ)))
+
+    def _pool(self, batch: list[CellJob], workers: int) -> Iterator[tuple[CellJob, str | None]]:
+        """(job, status) per finished cell; status None for cells lost to a broken pool."""
+        started = self._take_started()
+        if started is not None and workers != self.workers:
+            started.shutdown()
+            started = None
+        pool = started or self._new_pool(workers)
+        with pool:
             futures = {pool.submit(self.cell, job): job for job in batch}
             for fut in cf.as_completed(futures):
                 try:
@@ -152,7 +224,7 @@ def _was_started(job: CellJob) -> bool:
     return any(r.data.tags.get("status") == STATUS_RUNNING for r in runs)
 
 
-class RayExecutor:
+class RayExecutor(Executor):
     """Ray: `address='auto'` joins a running cluster, None starts a local one.
 
     Each cell asks for `cpus_per_run` CPUs and `gpus_per_run` GPUs (a fraction lets several small

@@ -1,7 +1,9 @@
 """Run a whole grid: expand the config into specs and hand them to an executor.
 
 A failed or skipped cell is recorded and the grid goes on; finished cells are skipped on rerun
-(checked here first, so a rerun of a finished grid starts no worker at all).
+(checked here first, so a rerun of a finished grid starts no worker at all). On a fresh store
+nothing can be finished, so pool workers are started before the store is opened and spend
+their start-up importing torch while the main process creates it.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from bench.datasets import resolve_data_dir
 from bench.errors import ConfigError
 from bench.executors import CellJob, make_executor
 from bench.registry import get_method
-from bench.tracking import Tracker
+from bench.tracking import Tracker, may_hold_runs
 
 
 def spread_bases(specs: list) -> list:
@@ -66,8 +68,20 @@ def run_grid(cfg: GridConfig, *, executor: str | None = None, workers: int | Non
     options.pop("kind", None)
     configured = options.pop("workers", None)  # always popped: the CLI's --workers wins over the config's
     workers = workers or configured or default_workers(kind)
+    threads = threads_per_worker(kind, workers, options)
+    options.pop("threads", None)
+    runner = make_executor(kind, workers=workers, **options)
     specs = cfg.expand()
     data_dir = str(resolve_data_dir(cfg.data_dir))
+    if specs and not may_hold_runs(cfg.results_dir):
+        runner.start()  # nothing can be done yet: workers load torch while the new store is created
+    try:
+        return _run(cfg, specs, runner, data_dir, threads, kind, progress)
+    finally:
+        runner.close()
+
+
+def _run(cfg: GridConfig, specs: list, runner, data_dir: str, threads: int, kind: str, progress: bool) -> Counter:
     tracker = Tracker(cfg.results_dir)
     counts: Counter = Counter()
     todo = []
@@ -78,14 +92,12 @@ def run_grid(cfg: GridConfig, *, executor: str | None = None, workers: int | Non
             todo.append(spec)
     if kind != "local":
         todo = spread_bases(todo)
-    threads = threads_per_worker(kind, workers, options)
-    options.pop("threads", None)
     jobs = [CellJob(s, data_dir, cfg.results_dir, tracker.uri, threads, progress=progress and kind == "local",
                     method_module=get_method(s.method).__module__) for s in todo]
     bar = tqdm(total=len(specs), initial=counts["cached"], desc=f"grid {cfg.name}", unit="cell",
                disable=not progress, position=0, dynamic_ncols=True)
     bar.set_postfix(dict(counts))
-    for job, status in make_executor(kind, workers=workers, **options).run(jobs):
+    for job, status in runner.run(jobs):
         counts[status] += 1
         bar.update(1)
         bar.set_postfix(dict(counts))

@@ -515,9 +515,9 @@ def build_report(results_dir: str | os.PathLike = "results", experiment: str | N
                  out: str | os.PathLike | None = None, uri: str | None = None) -> ReportFiles:
     """Read the runs, write tables (CSV/MD/TeX), figures (PNG/PDF) and index.md into `out`."""
     from bench import report_figures as rf
-    from bench.tracking import Tracker
+    from bench.tracking import Tracker, may_hold_runs
 
-    if not (uri or os.environ.get("MLFLOW_TRACKING_URI") or (Path(results_dir) / "mlflow.db").exists()):
+    if not (uri or may_hold_runs(results_dir)):
         raise BenchError(f"no MLflow store at {Path(results_dir) / 'mlflow.db'}; pass the --results-dir a grid "
                          "wrote to, or set MLFLOW_TRACKING_URI")
     tracker = Tracker(results_dir, uri=uri)

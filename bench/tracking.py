@@ -38,6 +38,12 @@ def tracking_uri(results_dir: str | os.PathLike) -> str:
     return f"sqlite:///{path / 'mlflow.db'}"
 
 
+def may_hold_runs(results_dir: str | os.PathLike) -> bool:
+    """False only when the store surely holds no run yet: the SQLite default not created. A
+    server (MLFLOW_TRACKING_URI) may hold runs whatever the folder holds."""
+    return bool(os.environ.get("MLFLOW_TRACKING_URI")) or (Path(results_dir) / "mlflow.db").exists()
+
+
 def _quiet_mlflow() -> None:
     for name in ("mlflow", "alembic", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,12 +1,13 @@
 """Grid wall time with 1 vs 2 pool workers on the smoke grid (MNIST, 2 methods x 4 seeds, 20k images).
 
-Three set-ups, each cold (fresh results folder: the 4 bases are trained too), same spawn pool:
+Three set-ups, each cold (fresh results folder: the 4 bases are trained too), same forkserver pool:
   1 worker x 2 threads  what `--workers 1` gives: one cell at a time, torch threads on both cores
   1 worker x 1 thread   one core's worth of work: the unit the executor scales
   2 workers x 1 thread  the pool default on 2 cores (`--executor pool`)
 Executor scaling = (1 worker x 1 thread) / (2 workers x 1 thread), goal >= 1.7x on 2 cores; the
 net gain over one worker that already uses both cores through threads is reported beside it.
 Rounds interleave the set-ups so machine noise hits all three alike; medians are quoted.
+The timer brackets `run_grid` only: the fresh process's own `import torch` is left out, as before.
 Run: python benchmarks/grid_workers.py [--rounds 3] [--train-subset 20000; 0 = the whole split]
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,8 +33,8 @@ def timed(workers: int, threads: int, train_subset: int | None) -> float:
     cfg = config.override(config.load(REPO / "configs/smoke.yaml"), methods=["magnitude", "random"],
                           datasets=["mnist"], seeds=[0, 1, 2, 3])
     cfg.data_dir = data_dir()
-    # Cells must outweigh the ~5 s a spawned worker spends importing torch and MLflow, or the
-    # benchmark measures interpreter start-up: 20 000 training images per base by default, not 4 000.
+    # Cells must outweigh the ~3 s the pool spends importing torch and MLflow before the first
+    # cell, or the benchmark measures start-up: 20 000 training images per base by default, not 4 000.
     cfg.datasets = [dataclasses.replace(d, train_subset=train_subset) for d in cfg.datasets]
     with tempfile.TemporaryDirectory() as tmp:
         cfg.results_dir = tmp
@@ -43,18 +45,30 @@ def timed(workers: int, threads: int, train_subset: int | None) -> float:
     return elapsed
 
 
+def timed_in_fresh_process(workers: int, threads: int, train_subset: int | None) -> float:
+    out = subprocess.run([sys.executable, __file__, "--one", str(workers), str(threads), str(train_subset or 0)],
+                         check=True, capture_output=True, text=True).stdout
+    return float(out.split()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--train-subset", type=int, default=20000, help="training images per cell; 0 = all")
+    parser.add_argument("--one", nargs=3, type=int, metavar=("WORKERS", "THREADS", "SUBSET"),
+                        help="internal: time one grid in this process and print the seconds")
     args = parser.parse_args()
+    if args.one:
+        workers, threads, subset = args.one
+        print(timed(workers, threads, subset or None))
+        return
     rounds, subset = args.rounds, args.train_subset or None
-    print(f"# smoke grid (8 cells, 4 bases, {subset or 'all'} training images), cold, spawn pool, "
+    print(f"# smoke grid (8 cells, 4 bases, {subset or 'all'} training images), cold, forkserver pool, "
           f"{rounds} interleaved rounds; {hardware()}")
     times: dict[str, list[float]] = {name: [] for name in SETUPS}
     for _ in range(rounds):
         for name, (workers, threads) in SETUPS.items():
-            times[name].append(timed(workers, threads, subset))
+            times[name].append(timed_in_fresh_process(workers, threads, subset))
     med = {name: statistics.median(t) for name, t in times.items()}
     print(f"{'set-up':<22} {'median s':>9}  runs")
     for name, t in times.items():

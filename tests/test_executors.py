@@ -150,3 +150,43 @@ def test_cli_workers_override_the_configs_instead_of_clashing(tmp_path, monkeypa
     cfg = tiny(tmp_path, empty, methods=("random",), seeds=(0,))
     cfg.executor = {"kind": "local", "workers": 3}
     assert run_grid(cfg, workers=1, progress=False) == {"skipped": 1}
+
+
+def read_env(job) -> str:
+    return os.environ.get("BENCH_TEST_VALUE", "unset")
+
+
+def test_pool_workers_see_the_callers_current_environment(monkeypatch):
+    """Forked from a forkserver started earlier, workers would otherwise see its frozen environment."""
+    from bench.executors import PoolExecutor
+
+    monkeypatch.setenv("BENCH_TEST_VALUE", "before")
+    assert [s for _, s in PoolExecutor(workers=1, gpu_ids=[], cell=read_env).run([None])] == ["before"]
+    monkeypatch.setenv("BENCH_TEST_VALUE", "after")
+    assert [s for _, s in PoolExecutor(workers=1, gpu_ids=[], cell=read_env).run([None])] == ["after"]
+
+
+def test_started_pool_runs_the_jobs_and_an_unused_one_closes():
+    from bench.executors import PoolExecutor
+
+    pool = PoolExecutor(workers=2, gpu_ids=[], cell=read_env)
+    pool.start()
+    assert [s for _, s in pool.run([None, None])] == ["unset", "unset"]
+    assert pool._started is None and pool._starter is None
+    idle = PoolExecutor(workers=2, gpu_ids=[], cell=read_env)
+    idle.start()
+    idle.close()
+    assert idle._started is None
+
+
+def test_rerun_of_a_finished_pool_grid_starts_no_worker(tmp_path, data_dir, monkeypatch):
+    from bench.executors import PoolExecutor
+
+    cfg = tiny(tmp_path, data_dir, methods=("random",), seeds=(0,))
+    assert run_grid(cfg, executor="pool", workers=2, progress=False) == {"done": 1}
+
+    def no_pool(self, workers):
+        raise AssertionError("a finished grid started a worker pool")
+
+    monkeypatch.setattr(PoolExecutor, "_new_pool", no_pool)
+    assert run_grid(cfg, executor="pool", workers=2, progress=False) == {"cached": 1}
