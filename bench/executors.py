@@ -171,8 +171,6 @@ class PoolExecutor(Executor):
         # down with it. Cells that never started go to a fresh pool; cells that were running are
         # suspects, each rerun alone in a one-worker pool: a second death there is its own fault.
         pending, suspects = list(jobs), []
-        if not pending:
-            self.close()
         while pending or suspects:
             if pending:
                 batch, workers, pending = pending, self.workers, []
@@ -203,11 +201,8 @@ class PoolExecutor(Executor):
 
     def _pool(self, batch: list[CellJob], workers: int) -> Iterator[tuple[CellJob, str | None]]:
         """(job, status) per finished cell; status None for cells lost to a broken pool."""
-        started = self._take_started()
-        if started is not None and workers != self.workers:
-            started.shutdown()
-            started = None
-        pool = started or self._new_pool(workers)
+        # only the first batch can find a started pool, and it asks for self.workers, as started
+        pool = self._take_started() or self._new_pool(workers)
         with pool:
             futures = {pool.submit(self.cell, job): job for job in batch}
             for fut in cf.as_completed(futures):

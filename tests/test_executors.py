@@ -190,3 +190,26 @@ def test_rerun_of_a_finished_pool_grid_starts_no_worker(tmp_path, data_dir, monk
 
     monkeypatch.setattr(PoolExecutor, "_new_pool", no_pool)
     assert run_grid(cfg, executor="pool", workers=2, progress=False) == {"cached": 1}
+
+
+def test_forkserver_preload_never_touches_cuda():
+    """Workers fork from the process that ran these imports: CUDA initialised there would be
+    unusable in every worker, and the per-worker GPU pin would come too late."""
+    probe = """
+import torch, torch._C
+calls = []
+def spy(name, real):
+    def wrapper(*a, **k):
+        calls.append(name)
+        return real(*a, **k)
+    return wrapper
+for mod, name in [(torch.cuda, "_lazy_init"), (torch.cuda, "init"), (torch.cuda, "is_available"),
+                  (torch.cuda, "device_count"), (torch._C, "_cuda_getDeviceCount")]:
+    if hasattr(mod, name):
+        setattr(mod, name, spy(name, getattr(mod, name)))
+from bench.executors import PRELOAD
+for m in PRELOAD:
+    __import__(m)
+assert not calls and not torch.cuda.is_initialized(), calls
+"""
+    subprocess.run([sys.executable, "-c", probe], cwd=REPO, check=True, timeout=120)
