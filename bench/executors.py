@@ -8,8 +8,11 @@ default runs in WAL mode (see tracking.py), a server URI is the choice for clust
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing as mp
 import os
+import queue
+import signal
 import threading
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -110,8 +113,9 @@ def _pool_context():
     return ctx
 
 
-def _init_worker(slots, gpu_ids: Sequence[str], environ: dict[str, str]) -> None:
-    """Pool initializer: the caller's environment, then one GPU per worker.
+def _init_worker(slots, pids, gpu_ids: Sequence[str], environ: dict[str, str]) -> None:
+    """Pool initializer: the caller's environment, then one GPU per worker; reports its pid, so
+    an interrupted grid can stop the cells it runs.
 
     A forked worker inherits the forkserver's environment, frozen when the server started; the
     caller's current one (BENCH_*, MLFLOW_*, set since) is what a spawned process would see.
@@ -120,6 +124,7 @@ def _init_worker(slots, gpu_ids: Sequence[str], environ: dict[str, str]) -> None
     """
     os.environ.clear()
     os.environ.update(environ)
+    pids.put(os.getpid())
     slot = slots.get()
     if gpu_ids:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % len(gpu_ids)]
@@ -141,7 +146,7 @@ class PoolExecutor(Executor):
         self.workers = workers or os.cpu_count() or 1
         self.gpu_ids = list(visible_gpus() if gpu_ids is None else gpu_ids)
         self.cell = cell  # the function each worker runs per job; swapped only by tests
-        self._started: cf.ProcessPoolExecutor | None = None
+        self._started: _Pool | None = None
         self._starter: threading.Thread | None = None
 
     def start(self) -> None:
@@ -150,16 +155,16 @@ class PoolExecutor(Executor):
         if self._starter is None:
             self._started = self._new_pool(self.workers)
             # creating a worker waits for the forkserver's imports: a thread waits, not the caller
-            self._starter = threading.Thread(target=_fill, args=(self._started, self.workers), daemon=True)
+            self._starter = threading.Thread(target=_fill, args=(self._started.executor, self.workers), daemon=True)
             self._starter.start()
 
     def close(self) -> None:
         """Shut down a started pool that `run` never used."""
         pool = self._take_started()
         if pool is not None:
-            pool.shutdown(cancel_futures=True)
+            pool.executor.shutdown(cancel_futures=True)
 
-    def _take_started(self) -> cf.ProcessPoolExecutor | None:
+    def _take_started(self) -> _Pool | None:
         if self._starter is not None:
             self._starter.join()
             self._starter = None
@@ -177,11 +182,12 @@ class PoolExecutor(Executor):
             else:
                 batch, workers = [suspects.pop(0)], 1
             lost = []
-            for job, status in self._pool(batch, workers):
-                if status is None:
-                    lost.append(job)
-                else:
-                    yield job, status
+            with contextlib.closing(self._pool(batch, workers)) as results:
+                for job, status in results:
+                    if status is None:
+                        lost.append(job)
+                    else:
+                        yield job, status
             for job in lost:
                 if not _was_started(job):
                     pending.append(job)
@@ -191,25 +197,54 @@ class PoolExecutor(Executor):
                     record_worker_death(job, "worker process died (killed, e.g. out of memory)")
                     yield job, "failed"
 
-    def _new_pool(self, workers: int) -> cf.ProcessPoolExecutor:
+    def _new_pool(self, workers: int) -> _Pool:
         ctx = _pool_context()
-        slots = ctx.Queue()
+        slots, pids = ctx.Queue(), ctx.Queue()
         for i in range(workers):
             slots.put(i)
-        return cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                      initargs=(slots, self.gpu_ids, dict(os.environ)))
+        executor = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                          initargs=(slots, pids, self.gpu_ids, dict(os.environ)))
+        return _Pool(executor, pids)
 
     def _pool(self, batch: list[CellJob], workers: int) -> Iterator[tuple[CellJob, str | None]]:
         """(job, status) per finished cell; status None for cells lost to a broken pool."""
         # only the first batch can find a started pool, and it asks for self.workers, as started
         pool = self._take_started() or self._new_pool(workers)
-        with pool:
-            futures = {pool.submit(self.cell, job): job for job in batch}
-            for fut in cf.as_completed(futures):
-                try:
-                    yield futures[fut], fut.result()
-                except cf.process.BrokenProcessPool:
-                    yield futures[fut], None
+        with pool.executor:
+            futures = {pool.executor.submit(self.cell, job): job for job in batch}
+            try:
+                for fut in cf.as_completed(futures):
+                    try:
+                        yield futures[fut], fut.result()
+                    except cf.process.BrokenProcessPool:
+                        yield futures[fut], None
+            except BaseException:  # Ctrl-C / SIGTERM, or whoever iterates stopped early (GeneratorExit)
+                pool.stop([job for fut, job in futures.items() if not fut.done()])
+                raise
+
+
+@dataclass
+class _Pool:
+    """A process pool and the pids its workers reported."""
+
+    executor: cf.ProcessPoolExecutor
+    pids: object  # multiprocessing Queue
+
+    def stop(self, unfinished: Sequence[CellJob]) -> None:
+        """Stop now: cancel the queued cells and kill the running ones, as kill -9 would (the rerun
+        redoes them, resuming from their last epoch checkpoint), then mark those failed so the store
+        shows none 'running'. Without this the pool finished every queued cell before exiting."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        while True:
+            try:
+                pid = self.pids.get(timeout=0.1)
+            except queue.Empty:
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for job in unfinished:
+            if _was_started(job):
+                record_worker_death(job, "interrupted (Ctrl-C or SIGTERM); run the grid again to redo it")
 
 
 def _was_started(job: CellJob) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from contextlib import closing
 
 from tqdm.auto import tqdm
 
@@ -97,9 +98,10 @@ def _run(cfg: GridConfig, specs: list, runner, data_dir: str, threads: int, kind
     bar = tqdm(total=len(specs), initial=counts["cached"], desc=f"grid {cfg.name}", unit="cell",
                disable=not progress, position=0, dynamic_ncols=True)
     bar.set_postfix(dict(counts))
-    for job, status in runner.run(jobs):
-        counts[status] += 1
-        bar.update(1)
-        bar.set_postfix(dict(counts))
+    with closing(runner.run(jobs)) as results:  # an interrupt here reaches the executor at once
+        for job, status in results:
+            counts[status] += 1
+            bar.update(1)
+            bar.set_postfix(dict(counts))
     bar.close()
     return counts

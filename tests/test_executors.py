@@ -27,6 +27,17 @@ class DieForTests(ScoreMethod):
         os._exit(137)
 
 
+@register
+class SleepForTests(ScoreMethod):
+    """Test-only plugin: a cell that is still running when the grid is interrupted."""
+
+    name = "sleep_for_tests"
+
+    def score(self, model, task):
+        Path(os.environ["BENCH_TEST_MARKER"]).touch()
+        time.sleep(300)
+
+
 def tiny(tmp_path, data_dir, methods=("magnitude", "random"), seeds=(0, 1)):
     cfg = config.override(config.load(REPO / "configs/smoke.yaml"), methods=list(methods), datasets=["mnist"],
                           seeds=list(seeds))
@@ -213,3 +224,28 @@ for m in PRELOAD:
 assert not calls and not torch.cuda.is_initialized(), calls
 """
     subprocess.run([sys.executable, "-c", probe], cwd=REPO, check=True, timeout=120)
+
+
+def test_interrupt_stops_a_pool_grid_at_once_and_leaves_no_cell_running(tmp_path, data_dir, monkeypatch):
+    import signal
+    import threading
+
+    marker = tmp_path / "asleep"
+    monkeypatch.setenv("BENCH_TEST_MARKER", str(marker))
+    cfg = tiny(tmp_path, data_dir, methods=("sleep_for_tests",), seeds=(0, 1, 2))  # 2 workers: one cell queued
+    sent = []
+
+    def interrupt_once_a_cell_sleeps():
+        deadline = time.time() + 120
+        while not marker.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        sent.append(time.time())
+        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C, or SIGTERM through the CLI, does to the main process
+
+    threading.Thread(target=interrupt_once_a_cell_sleeps, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(cfg, executor="pool", workers=2, progress=False)
+    assert time.time() - sent[0] < 30  # before the fix, the pool ran every queued cell to its end first
+    df = Tracker(cfg.results_dir).runs_frame("smoke")
+    assert len(df) >= 1 and not (df.status == "running").any()
+    assert df.error.str.contains("interrupted").any()

@@ -104,10 +104,11 @@ def test_iterative_rounds_share_the_finetune_budget_instead_of_adding_to_it(tmp_
     assert epochs == {"round1": 1, "finetune": 1}
 
 
-def test_kill_9_mid_grid_then_rerun_completes_each_cell_exactly_once(tmp_path, data_dir):
+@pytest.mark.parametrize("executor", [[], ["--executor", "pool", "--workers", "2"]], ids=["local", "pool"])
+def test_kill_9_mid_grid_then_rerun_completes_each_cell_exactly_once(tmp_path, data_dir, executor):
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "bench", "run", "configs/smoke.yaml", "--datasets", "mnist", "--no-progress",
-           "--results-dir", str(results), "--data-dir", str(data_dir)]
+           "--results-dir", str(results), "--data-dir", str(data_dir), *executor]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 120
