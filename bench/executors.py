@@ -13,8 +13,10 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Sequence
 
 from bench.config import RunSpec
@@ -242,9 +244,13 @@ class _Pool:
                 break
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        for job in unfinished:
-            if _was_started(job):
-                record_worker_death(job, "interrupted (Ctrl-C or SIGTERM); run the grid again to redo it")
+        _mark_interrupted(unfinished)
+
+
+def _mark_interrupted(jobs) -> None:
+    for job in jobs:
+        if _was_started(job):
+            record_worker_death(job, "interrupted (Ctrl-C or SIGTERM); run the grid again to redo it")
 
 
 def _was_started(job: CellJob) -> bool:
@@ -277,18 +283,36 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             kwargs = {"address": self.address} if self.address else {"num_cpus": self.workers or os.cpu_count()}
             repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            # plugins registered from modules outside the repo (a test file, a user's folder) too
+            roots = dict.fromkeys([repo, *filter(None, (_import_root(j.method_module) for j in jobs))])
             ray.init(include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {"PYTHONPATH": repo, **_passthrough_env()}}, **kwargs)
+                     runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(roots), **_passthrough_env()}},
+                     **kwargs)
         remote = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)(run_cell)
         refs = {remote.remote(job): job for job in jobs}
-        while refs:
-            done, _ = ray.wait(list(refs), num_returns=1)
-            job = refs.pop(done[0])
-            try:
-                yield job, ray.get(done[0])
-            except ray.exceptions.RayError as e:  # the worker died: record it, keep going
-                record_worker_death(job, f"Ray worker died: {type(e).__name__}")
-                yield job, "failed"
+        try:
+            while refs:
+                done, _ = ray.wait(list(refs), num_returns=1)
+                job = refs.pop(done[0])
+                try:
+                    yield job, ray.get(done[0])
+                except ray.exceptions.RayError as e:  # the worker died: record it, keep going
+                    record_worker_death(job, f"Ray worker died: {type(e).__name__}")
+                    yield job, "failed"
+        except BaseException:  # Ctrl-C / SIGTERM, or whoever iterates stopped early: as in the pool
+            for ref in refs:
+                ray.cancel(ref, force=True)
+            _mark_interrupted(refs.values())
+            raise
+
+
+def _import_root(module: str) -> str | None:
+    """The sys.path entry `module` was imported from, so a Ray worker can import it as well."""
+    path = getattr(sys.modules.get(module), "__file__", None)
+    if not path:
+        return None
+    path = Path(path).resolve()
+    return str(path.parents[module.count(".") + (path.name == "__init__.py")])
 
 
 def _passthrough_env() -> dict[str, str]:

@@ -33,8 +33,11 @@ class SleepForTests(ScoreMethod):
 
     name = "sleep_for_tests"
 
+    def __init__(self, marker: str = ""):
+        self.marker = marker
+
     def score(self, model, task):
-        Path(os.environ["BENCH_TEST_MARKER"]).touch()
+        Path(self.marker).touch()
         time.sleep(300)
 
 
@@ -226,25 +229,33 @@ assert not calls and not torch.cuda.is_initialized(), calls
     subprocess.run([sys.executable, "-c", probe], cwd=REPO, check=True, timeout=120)
 
 
-def test_interrupt_stops_a_pool_grid_at_once_and_leaves_no_cell_running(tmp_path, data_dir, monkeypatch):
+@pytest.mark.parametrize("executor", ["pool", "ray"])
+def test_interrupt_stops_the_grid_at_once_and_leaves_no_cell_running(tmp_path, data_dir, executor):
     import signal
     import threading
 
+    if executor == "ray":
+        ray = pytest.importorskip("ray")
     marker = tmp_path / "asleep"
-    monkeypatch.setenv("BENCH_TEST_MARKER", str(marker))
     cfg = tiny(tmp_path, data_dir, methods=("sleep_for_tests",), seeds=(0, 1, 2))  # 2 workers: one cell queued
-    sent = []
+    cfg.methods = {"sleep_for_tests": {"marker": str(marker)}}
+    sent, grid_over = [], threading.Event()
 
     def interrupt_once_a_cell_sleeps():
-        deadline = time.time() + 120
-        while not marker.exists() and time.time() < deadline:
-            time.sleep(0.05)
+        while not marker.exists():
+            if grid_over.wait(0.05):
+                return  # never interrupt a later test
         sent.append(time.time())
         os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C, or SIGTERM through the CLI, does to the main process
 
     threading.Thread(target=interrupt_once_a_cell_sleeps, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        run_grid(cfg, executor="pool", workers=2, progress=False)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_grid(cfg, executor=executor, workers=2, progress=False)
+    finally:
+        grid_over.set()
+        if executor == "ray":
+            ray.shutdown()
     assert time.time() - sent[0] < 30  # before the fix, the pool ran every queued cell to its end first
     df = Tracker(cfg.results_dir).runs_frame("smoke")
     assert len(df) >= 1 and not (df.status == "running").any()
