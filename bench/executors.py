@@ -127,6 +127,11 @@ def _init_worker(slots, pids, gpu_ids: Sequence[str], environ: dict[str, str]) -
     os.environ.clear()
     os.environ.update(environ)
     pids.put(os.getpid())
+    from tqdm import tqdm
+
+    # tqdm's default lock is a multiprocessing semaphore; a worker killed by an interrupt would
+    # leave it to the resource tracker, which then warns about "leaked semaphore objects"
+    tqdm.set_lock(threading.RLock())
     slot = slots.get()
     if gpu_ids:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % len(gpu_ids)]

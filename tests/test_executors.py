@@ -260,3 +260,23 @@ def test_interrupt_stops_the_grid_at_once_and_leaves_no_cell_running(tmp_path, d
     df = Tracker(cfg.results_dir).runs_frame("smoke")
     assert len(df) >= 1 and not (df.status == "running").any()
     assert df.error.str.contains("interrupted").any()
+
+
+def test_sigterm_stops_a_pool_grid_from_the_cli_quietly(tmp_path, data_dir):
+    import signal
+
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "bench", "run", "configs/smoke.yaml", "--datasets", "mnist", "--methods", "magnitude",
+           "--seeds", "0,1,2,3,4,5", "--no-progress", "--results-dir", str(results), "--data-dir", str(data_dir),
+           "--executor", "pool", "--workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(results.glob("runs/*/pruned_before_finetune.pt")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # the main process only, as `kill PID` does
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "run the same command again" in err
+    assert "leaked semaphore" not in err  # a killed worker's tqdm lock used to be reported at exit
+    df = Tracker(results).runs_frame("smoke")
+    assert not (df.status == "running").any() and (df.status == "done").sum() < 6
