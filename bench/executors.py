@@ -56,8 +56,9 @@ def run_cell(job: CellJob) -> str:
                    progress=job.progress)
 
 
-def record_worker_death(job: CellJob, reason: str) -> None:
-    """Mark a cell whose worker process died as failed, so the store never shows it 'running'."""
+def record_worker_death(job: CellJob, reason: str, *, unstarted: bool = True) -> None:
+    """Mark a cell whose worker process died as failed, so the store never shows it 'running'.
+    A cell with no run at all gets a failed one too, unless `unstarted` is False."""
     from bench.tracking import STATUS_FAILED, STATUS_RUNNING, RunLogger, Tracker
 
     tracker = Tracker(job.results_dir, uri=job.tracking_uri)
@@ -66,7 +67,7 @@ def record_worker_death(job: CellJob, reason: str) -> None:
     if live:
         for r in live:
             RunLogger(tracker.client, r.info.run_id).finish(STATUS_FAILED, reason)
-    elif not runs:
+    elif not runs and unstarted:
         tracker.start(job.spec).finish(STATUS_FAILED, reason)
 
 
@@ -254,8 +255,7 @@ class _Pool:
 
 def _mark_interrupted(jobs) -> None:
     for job in jobs:
-        if _was_started(job):
-            record_worker_death(job, "interrupted (Ctrl-C or SIGTERM); run the grid again to redo it")
+        record_worker_death(job, "interrupted (Ctrl-C or SIGTERM); run the grid again to redo it", unstarted=False)
 
 
 def _was_started(job: CellJob) -> bool:

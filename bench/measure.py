@@ -79,4 +79,3 @@ def paired_latency_ms(models: Sequence[nn.Module], example: torch.Tensor, batch:
                 if i >= warmup:
                     out.append((time.perf_counter() - t) * 1000)
     return [statistics.median(t) for t in times]
-

@@ -38,11 +38,12 @@ SETUPS = {"1 worker x 2 threads": (1, 2, True), "1 worker x 1 thread": (1, 1, Tr
 def timed(workers: int, threads: int, train_subset: int | None, with_data: bool) -> float:
     cfg = config.override(config.load(REPO / "configs/smoke.yaml"), methods=["magnitude", "random"],
                           datasets=["mnist"], seeds=[0, 1, 2, 3])
-    cfg.data_dir = data_dir()
-    if not with_data:  # every cell ends `skipped` at once: what is left is the grid's fixed cost
+    if with_data:
+        cfg.data_dir = data_dir()
+    else:  # every cell ends `skipped` at once: what is left is the grid's fixed cost
         cfg.data_dir = os.environ["BENCH_DATA"] = tempfile.mkdtemp()
-    # Cells must outweigh the ~3 s the pool spends importing torch and MLflow before the first
-    # cell, or the benchmark measures start-up: 20 000 training images per base by default, not 4 000.
+    # Cells must outweigh that fixed cost (about 5 s, mostly imports: the no-data set-up), or the
+    # benchmark measures start-up: 20 000 training images per base by default, not 4 000.
     cfg.datasets = [dataclasses.replace(d, train_subset=train_subset) for d in cfg.datasets]
     with tempfile.TemporaryDirectory() as tmp:
         cfg.results_dir = tmp
