@@ -115,13 +115,16 @@ def paired_markdown(paired: pd.DataFrame) -> str:
     def f(v, d=2, signed=False):
         return "–" if pd.isna(v) else f"{v:{'+' if signed else ''}.{d}f}"
 
+    def p(v):
+        return "–" if pd.isna(v) else f"{v:.2g}"
+
     lines = ["| Dataset / model | Target | Variant | vs | n | Mean diff (pp) | 95 % CI | p (t) | p (Wilcoxon) "
              "| p (Holm) | Verdict |", "|---|---|---|---|---:|---:|---|---:|---:|---:|---|"]
     for _, r in paired.iterrows():
         lines.append(" | ".join([
             f"| {r['dataset']} / {r['model']}", target_label(r["target_kind"], r["target"]), md_escape(r["variant"]),
             md_escape(r["reference"]), str(int(r["n"])), f(r["mean_diff"], signed=True),
-            f"[{f(r['ci_low'], signed=True)}, {f(r['ci_high'], signed=True)}]", f(r["p_t"], 3),
-            f(r["p_wilcoxon"], 3), f(r["p_holm"], 3), r["verdict"] + " |"]))
+            f"[{f(r['ci_low'], signed=True)}, {f(r['ci_high'], signed=True)}]", p(r["p_t"]),
+            p(r["p_wilcoxon"]), p(r["p_holm"]), r["verdict"] + " |"]))
     return "\n".join(lines) + "\n"
 
