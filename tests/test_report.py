@@ -226,3 +226,43 @@ def test_latency_figure_has_gpu_panels_only_with_gpu_timings_and_a_y_equals_x_li
     assert [ax.get_title() for ax in fig.axes if ax.get_visible()][2:] == ["GPU, batch 1", "GPU, batch 64"]
     table = report_tables.build_tables(report_stats.aggregate(with_gpu), with_gpu, with_gpu=True)[0]
     assert "GPU b64 speed-up (×)" in table.markdown() and "1.60" in table.markdown()
+
+
+def test_reproduction_grades_only_runs_with_the_papers_protocol():
+    """PLS+VIP's ResNet-56 row (global threshold, 8 rounds, -52.56 % FLOPs) against a per-layer
+    one-shot run, a named variant and a run that follows the paper's protocol."""
+    common = {"dataset": "cifar10", "model": "resnet56", "target": 0.53, "macs_reduction": 0.53,
+              "acc_base": 0.93, "acc_final": 0.936}
+    per_layer = fake_runs([{**common, "method": "pls_vip"}])
+    row = report_repro.reproduction(report_stats.aggregate(per_layer)).set_index("paper_setting")
+    row = row.loc["ResNet-56 / CIFAR-10 (it=8)"]
+    assert row["result"] == "not covered"
+    assert row["note"] == ("protocol differs (pls_vip: pruning.ranking=per_layer, paper global, "
+                           "pruning.rounds=1, paper 8)")
+    variant = fake_runs([{**common, "method": "pls_vip", "variant": "pls_vip@k8",
+                          "pruning.ranking": "global", "pruning.rounds": "8"}])
+    row = report_repro.reproduction(report_stats.aggregate(variant)).set_index("paper_setting")
+    assert row.loc["ResNet-56 / CIFAR-10 (it=8)", "note"] == "protocol differs (pls_vip@k8: variant pls_vip@k8)"
+    paper = fake_runs([{**common, "method": "pls_vip", "pruning.ranking": "global", "pruning.rounds": "8"}])
+    row = report_repro.reproduction(report_stats.aggregate(paper)).set_index("paper_setting")
+    row = row.loc["ResNet-56 / CIFAR-10 (it=8)"]
+    assert row["result"] == "pass" and row["variant"] == "pls_vip" and row["our_delta_pp"] == pytest.approx(0.6)
+
+
+def test_rls_prune_events_come_from_the_plugins_report_extras_hook(tmp_path):
+    from methods.rls import RLSPrune
+
+    runs = fake_runs([{"method": "rls", "seed": s, "acc_rls_base_val": 0.95} for s in (0, 1)])
+    runs.attrs["curves"] = pd.DataFrame(
+        [(f"m{s}", "rls/val_acc", e, 0.9 + 0.01 * e, 10) for s in (0, 1) for e in range(1, 7)]
+        + [("m0", "rls/prune_epoch", 1, 2.0, 10), ("m0", "rls/prune_epoch", 2, 4.0, 10),
+           ("m0", "rls/val_acc_after_prune", 1, 0.5, 10), ("m1", "rls/prune_epoch", 1, 3.0, 10)],
+        columns=["mlflow_run_id", "key", "step", "value", "timestamp"])
+    paths = RLSPrune.report_extras(runs, tmp_path / "extras")
+    assert [p.name for p in paths] == ["rls_curves.png", "rls_curves.pdf"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+    empty = fake_runs([{"method": "rls"}])
+    empty.attrs["curves"] = runs.attrs["curves"].iloc[:0]
+    assert RLSPrune.report_extras(empty, tmp_path / "none") == [] and not (tmp_path / "none").exists()
+    from bench.api import ScoreMethod
+    assert ScoreMethod.report_extras(runs, tmp_path) == []  # the default hook writes nothing
