@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bench.report import build_report
+from bench import cli
 from bench.report_stats import pareto_front, paired_test
 from bench.tracking import Tracker
 
@@ -58,7 +58,8 @@ def report(tmp_path_factory):
                 log_run(tracker.client, exp, variant, "magnitude" if variant == "twin" else variant, s, t,
                         metrics_of(variant, s, t))
     out = root / "report"
-    build_report(root / "results", experiment="syn", out=out)
+    assert cli.main(["report", "--results-dir", str(root / "results"), "--experiment", "syn", "--out", str(out),
+                     "--reference", "magnitude"]) == 0
     return out
 
 
