@@ -56,6 +56,14 @@ class Method:
             raise ConfigError(f"{where}: bad option value ({e})") from e
 
 
+    @classmethod
+    def report_extras(cls, runs: "pandas.DataFrame", out_dir: "Path") -> list["Path"]:
+        """Method-specific report files (figures, tables) from this method's finished runs: one row
+        per run, stepped metrics in long form in `runs.attrs["curves"]`. Returns the files written
+        under `out_dir`. Import pandas / matplotlib inside. Default: nothing."""
+        return []
+
+
 class ScoreMethod(Method):
     kind: ClassVar[str] = "score"
     # True when scores share one scale across layers (VIP): `ranking: global` then removes by one

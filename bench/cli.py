@@ -90,7 +90,7 @@ def cmd_results(args) -> int:
 def cmd_report(args) -> int:
     from bench.report import build_report
 
-    files = build_report(args.results_dir, experiment=args.experiment, out=args.out)
+    files = build_report(args.results_dir, experiment=args.experiment, out=args.out, reference=args.reference)
     print(f"report: {files.index} ({len(files.tables)} table files, {len(files.figures)} figure files)",
           file=sys.stderr)
     return 0
@@ -130,6 +130,8 @@ def parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="tables, figures and index.md from the MLflow runs")
     rp.add_argument("--experiment", help="only this experiment (default: all)")
     rp.add_argument("--out", help="output folder (default: reports/<experiment> or reports/all)")
+    rp.add_argument("--reference", default="magnitude",
+                    help="variant the others are compared with, paired over seeds (default: magnitude)")
     rp.add_argument("--results-dir", default="results")
     rp.set_defaults(fn=cmd_report)
     return p

@@ -1,5 +1,6 @@
-"""The report's figures: one seaborn style, the colour-blind palette, one colour and marker per
-method in every figure. Each function returns a matplotlib Figure (no pyplot state), so tests can
+"""The report's figures: one seaborn style, a palette readable on white (no yellow or pale hues:
+every colour has a contrast ratio of at least 3:1 against white), one colour and marker per
+variant (the row name) in every figure. Each function returns a matplotlib Figure (no pyplot state), so tests can
 inspect the Axes before anything is saved.
 
 Inputs are the report's tidy runs frame (bench.report.tidy), the long curves frame
@@ -19,7 +20,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from bench.report import SETTING, summarize, target_label
+from bench.report_load import SETTING, target_label
+from bench.report_stats import summarize
 
 RC = {**sns.axes_style("whitegrid"), **sns.plotting_context("paper", font_scale=1.1),
       "axes.titlesize": 10, "legend.frameon": False, "pdf.fonttype": 42, "ps.fonttype": 42}
@@ -27,28 +29,29 @@ MARKERS = ["o", "s", "D", "^", "v", "P", "X", "*", "h", "<"]
 BASE_COLOR = "black"
 
 
+# Okabe-Ito hues without yellow, sky blue and orange, plus darker Tol / ColorBrewer hues.
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#AA4499", "#8C510A", "#332288", "#E7298A", "#117733", "#882255"]
+
+
 @dataclass
 class Style:
-    """Fixed colour and marker per method, shared by every figure of a report."""
+    """Fixed colour and marker per variant, shared by every figure of a report."""
 
-    colors: dict[str, tuple]
+    colors: dict[str, str]
     markers: dict[str, str]
     multi_experiment: bool = False
 
     @classmethod
     def for_runs(cls, runs: pd.DataFrame) -> "Style":
-        """Registry order (RLS, the suite's primary method, first), so a method keeps its colour
-        across reports of this codebase; methods no longer registered follow."""
+        """Registry order, so a plain method keeps its colour across reports of this codebase;
+        its named variants and methods no longer registered follow, by name."""
         try:
             from bench.registry import method_names
-            names = sorted(method_names(), key=lambda n: (n != "rls", n))
+            names = sorted(method_names())
         except Exception:  # a broken plugin must not stop a report of finished runs
             names = []
-        names += sorted(set(runs["method"]) - set(names))
-        pal = sns.color_palette("colorblind", 10)
-        # Most distinct hues first; 7 (grey) is left out: greys and black mark the unpruned base.
-        pal = [pal[i] for i in (0, 2, 1, 4, 9, 3, 6, 8, 5)]
-        colors = {m: pal[i % len(pal)] for i, m in enumerate(names)}
+        names += sorted(set(runs["variant"]) - set(names))
+        colors = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(names)}
         markers = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(names)}
         return cls(colors, markers, runs["experiment"].nunique() > 1)
 
@@ -131,7 +134,7 @@ def tradeoff(runs: pd.DataFrame, style: Style) -> Figure:
             _empty(ax, g)
             continue
         means = [_base_acc(done)]
-        for method, mg in done.groupby("method"):
+        for method, mg in done.groupby("variant"):
             pts = sorted((summarize(tg["macs_reduction_pct"])[0], *summarize(tg["acc_final_pct"])[::3])
                          for _, tg in mg.groupby(["target_kind", "target"]))
             xs, ys, cis = zip(*pts)
@@ -169,7 +172,7 @@ def latency(runs: pd.DataFrame, style: Style) -> Figure | None:
     for ax, (dev, b) in zip(axes, panels):
         col = f"speedup_{dev}_b{b}_x"
         allv = [1.0]
-        for method, mg in done.groupby("method"):
+        for method, mg in done.groupby("variant"):
             pts = [(*summarize(g["macs_speedup_x"])[::3], *summarize(g[col])[::3])
                    for _, g in mg.groupby(SETTING + ["target_kind", "target"])]
             x, xci, y, yci = map(np.asarray, zip(*pts))
@@ -200,7 +203,7 @@ def layer_widths(runs: pd.DataFrame, widths: pd.DataFrame, style: Style) -> Figu
     done = runs[runs["status"] == "done"]
     if done.empty or widths.empty:
         return None
-    w = widths.merge(done[["mlflow_run_id", "method"] + SETTING + ["target_kind", "target"]], on="mlflow_run_id")
+    w = widths.merge(done[["mlflow_run_id", "variant"] + SETTING + ["target_kind", "target"]], on="mlflow_run_id")
     groups = _settings(w, by_target=True)
     n_layers = max(g["position"].max() + 1 for _, g in groups)
     ncols = 2 if n_layers <= 12 else 1
@@ -209,7 +212,7 @@ def layer_widths(runs: pd.DataFrame, widths: pd.DataFrame, style: Style) -> Figu
         ax.set_title(style.title(key[:3], key[3:]))
         base = g[g["which"] == "base"].groupby(["position", "layer"])["width"].mean().reset_index()
         ax.bar(base["position"], base["width"], color="0.85", edgecolor="0.55", label="unpruned base")
-        for method, mg in g[g["which"] == "pruned"].groupby("method"):
+        for method, mg in g[g["which"] == "pruned"].groupby("variant"):
             m = mg.groupby("position")["width"].mean()
             ax.plot(m.index, m.values, color=style.colors[method], marker=style.markers[method], ms=4,
                     label=method)
@@ -272,7 +275,7 @@ def training_curves(runs: pd.DataFrame, curves: pd.DataFrame, style: Style) -> F
             used.append(ax)
             ax.set_title(f"pruning + fine-tuning epochs, {target_label(*target)}")
             means = []
-            for method, mg in tg.groupby("method"):
+            for method, mg in tg.groupby("variant"):
                 timelines = [run_timeline(c[c["mlflow_run_id"] == rid]) for rid in mg["mlflow_run_id"]]
                 frames = [tl for tl, _ in timelines if len(tl)]
                 if not frames:
@@ -297,47 +300,6 @@ def training_curves(runs: pd.DataFrame, curves: pd.DataFrame, style: Style) -> F
     return fig
 
 
-def rls_curves(runs: pd.DataFrame, curves: pd.DataFrame, style: Style) -> Figure | None:
-    """RLS only: validation accuracy per epoch of each seed with its prune events marked.
-
-    methods/rls.py logs event k as `rls/prune_epoch` = the (1-based) epoch at whose end it cut, and
-    `rls/val_acc_after_prune` = the accuracy right after the cut, both at step k; the epoch counts
-    like the steps of the first phase RLS trains in (its `rls/val_acc` curve)."""
-    rls = runs[(runs["status"] == "done") & (runs["method"].str.lower() == "rls")]
-    if rls.empty or curves.empty:
-        return None
-    groups = _settings(rls, by_target=True)
-    fig, axes = _grid(len(groups), 2, 4.6, 3.4)
-    color = style.colors.get("rls", BASE_COLOR)
-    styles = ["-", "--", "-.", ":"]
-    for ax, (key, g) in zip(axes, groups):
-        ax.set_title(style.title(key[:3], key[3:]))
-        for i, (_, r) in enumerate(g.sort_values("seed").iterrows()):
-            c = curves[curves["mlflow_run_id"] == r["mlflow_run_id"]]
-            tl, offsets = run_timeline(c)
-            if tl.empty:
-                continue
-            ax.plot(tl["x"], tl["value"], color=color, ls=styles[i % len(styles)], label=f"RLS seed {r['seed']}")
-            first = next(iter(offsets.values()))
-            events = c[c["key"] == "rls/prune_epoch"].set_index("step")["value"]
-            after = c[c["key"] == "rls/val_acc_after_prune"].set_index("step")["value"]
-            for k, epoch in events.items():
-                x = first + epoch  # the epoch at whose end the cut happened, placed like that epoch's step
-                y = 100 * after[k] if k in after.index else np.interp(x, tl["x"], tl["value"])
-                ax.axvline(x, color=color, alpha=0.35, lw=1)
-                ax.plot([x], [y], "v", color=BASE_COLOR, ms=6, label="prune event (acc. right after the cut)")
-        for col, lab, ls in (("acc_rls_base_val", "RLS-trained base (val)", "--"),
-                             ("pretrain/val_acc", "SGD base (val)", ":")):
-            if col in g and g[col].notna().any():
-                v = summarize(g[col])[0]
-                ax.axhline(100 * v if v <= 1 else v, color="0.45", ls=ls, lw=1, label=lab)
-        ax.set_xlabel("epoch of RLS training")
-        ax.set_ylabel("validation accuracy (%)")
-        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True, min_n_ticks=1))
-    _legend(fig, axes)
-    return fig
-
-
 CAPTIONS = {
     "tradeoff": "Accuracy vs MACs reduction. Final top-1 test accuracy against the achieved MACs reduction, "
                 "mean over seeds per method and target, band / bar = 95 % CI (t); dashed: unpruned base.",
@@ -349,8 +311,6 @@ CAPTIONS = {
     "curves": "Training and fine-tuning curves. Validation accuracy per epoch: left the shared base's "
               "pretraining, right each method's own epochs (mean over seeds, 95 % CI band; a dotted line "
               "marks where fine-tuning starts for methods that train while pruning).",
-    "rls": "RLS accuracy vs epoch. Validation accuracy of each RLS run per epoch of its training, with "
-           "prune events (triangles, vertical lines) and the base accuracies as reference lines.",
 }
 
 
@@ -359,8 +319,7 @@ def draw_all(runs: pd.DataFrame, curves: pd.DataFrame, widths: pd.DataFrame,
     """Every figure that has data: name -> (Figure, caption)."""
     with mpl.rc_context(RC):
         figs = {"tradeoff": tradeoff(runs, style), "latency": latency(runs, style),
-                "widths": layer_widths(runs, widths, style), "curves": training_curves(runs, curves, style),
-                "rls": rls_curves(runs, curves, style)}
+                "widths": layer_widths(runs, widths, style), "curves": training_curves(runs, curves, style)}
     return {k: (f, CAPTIONS[k]) for k, f in figs.items() if f is not None}
 
 

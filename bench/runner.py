@@ -115,8 +115,9 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
     cls = get_method(spec.method)
     method = cls(**dict(spec.method_args))
     target = Target(spec.target_kind, spec.target, spec.pruning.tolerance)
-    task = Task(spec=spec, data=Data(data.info, data.train, data.val, None), device=device, example=example,
-                logger=log, trainer=_trainer(spec, data, device, log, progress), target=target)
+    visible = Data(data.info, data.train, data.val, None)  # nothing a method or hook can reach holds test
+    task = Task(spec=spec, data=visible, device=device, example=example,
+                logger=log, trainer=_trainer(spec, visible, device, log, progress), target=target)
 
     staged = workdir / "pruned_before_finetune.pt"
     if staged.exists():  # resumed: the pruning phase of a killed run already finished
@@ -135,6 +136,7 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
         torch.save({"model": pruned, "prune_time_s": prune_time}, staged)
     pruned.to(device)
     acc_pruned = evaluate(pruned, data.test, data.info, device=device)[1]
+    acc_val_pruned = evaluate(pruned, data.val, data.info, device=device)[1]  # for choices; test is reported only
 
     finetune_time = 0.0
     # Score methods spent part of the budget between rounds; full methods fine-tune for all of it.
@@ -145,7 +147,8 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
                      progress=progress, desc=f"{spec.method} finetune", checkpoint=workdir / "finetune.ckpt")
         pruned, finetune_time = result.model, result.seconds
         log.curve("finetune", result.history)
-    return measure_record(base, pruned, data, example, spec, acc_pruned, prune_time, finetune_time, log, workdir)
+    record = measure_record(base, pruned, data, example, spec, acc_pruned, prune_time, finetune_time, log, workdir)
+    return {**record, "acc_val_pruned": acc_val_pruned}
 
 
 def measure_record(base: nn.Module, pruned: nn.Module, data: Data, example: torch.Tensor, spec: RunSpec,
@@ -163,6 +166,7 @@ def measure_record(base: nn.Module, pruned: nn.Module, data: Data, example: torc
         "acc_base": evaluate(base, data.test, data.info, device=device)[1],
         "acc_pruned": acc_pruned,
         "acc_final": evaluate(pruned, data.test, data.info, device=device)[1],
+        "acc_val_final": evaluate(pruned, data.val, data.info, device=device)[1],
         "macs_base": macs_b, "macs_pruned": macs_p, "macs_reduction": 1 - macs_p / macs_b,
         "params_base": par_b, "params_pruned": par_p, "params_reduction": 1 - par_p / par_b,
         "target_achieved": achieved, "target_met": float(abs(achieved - spec.target) <= spec.pruning.tolerance),

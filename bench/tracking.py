@@ -145,7 +145,9 @@ def _row(run, exp_id: str) -> dict[str, Any]:
         "seed": int(params.get("seed", tags.get("seed", -1))),
         "target_kind": params.get("target_kind"), "target": float(params.get("target", "nan")),
         "error": tags.get("error", ""), "experiment_id": exp_id, "mlflow_run_id": run.info.run_id,
+        "variant": tags.get("variant") or params.get("variant") or tags.get("method"),
     }
+    row.update({k: v for k, v in params.items() if k.startswith("pruning.")})  # the protocol, for the report
     # method options become columns (arg.mode, arg.strategy, ...) so results of variants stay apart
     row.update({f"arg.{k[len('method_args.'):]}": v for k, v in params.items() if k.startswith("method_args.")})
     row.update(metrics)

@@ -25,7 +25,7 @@ from bench.errors import DivergenceError
 
 @dataclass
 class FitContext:
-    """Mutable state a hook may read and change."""
+    """Mutable state a hook may read and change. `data.test` is always None."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -134,8 +134,9 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, *, seed: int, epochs: in
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
     make_optimizer = make_optimizer or (lambda m: sgd(m, cfg))
-    ctx = FitContext(model=model, optimizer=make_optimizer(model), cfg=cfg, data=data, device=device,
-                     make_optimizer=make_optimizer)
+    # Hooks see train and validation only: the test split is for the reported numbers.
+    ctx = FitContext(model=model, optimizer=make_optimizer(model), cfg=cfg,
+                     data=Data(data.info, data.train, data.val, None), device=device, make_optimizer=make_optimizer)
     start_epoch = 0
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt and ckpt.exists():

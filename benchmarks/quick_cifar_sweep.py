@@ -3,12 +3,15 @@
 Every variant is the quick preset's CIFAR-10 / VGG-11 (width 0.25) cell at -50 % MACs, seed 0, from
 the same cached base (`tox -e quick` leaves it in results/; otherwise it is trained first). Each
 variant is its own MLflow experiment `sweep-<name>`, so a rerun skips finished variants.
+Variants are ranked by final *validation* accuracy (`acc_val_final`): a sweep chooses settings, and
+choices never look at the test split. Runs logged before validation accuracy existed show `–`.
 Run: python benchmarks/quick_cifar_sweep.py [--results-dir results] [variant ...]
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from pathlib import Path
 
@@ -56,7 +59,7 @@ def main() -> None:
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         ap.error(f"unknown variant(s) {', '.join(unknown)}; allowed: {', '.join(VARIANTS)}")
-    print(f"{'variant':<28} {'acc_base':>8} {'acc_pruned':>10} {'acc_final':>9} {'MACs -':>7}  conv widths")
+    rows = []
     for name in args.variants or VARIANTS:
         cfg = variant_config(name, args.results_dir)
         run_grid(cfg, progress=False)
@@ -68,8 +71,17 @@ def main() -> None:
 
             model = torch.load(pruned, weights_only=False)
             widths = "-".join(str(m.out_channels) for m in model.modules() if isinstance(m, torch.nn.Conv2d))
-        print(f"{name:<28} {r.acc_base:>8.4f} {r.acc_pruned:>10.4f} {r.acc_final:>9.4f} {r.macs_reduction:>7.1%}  {widths}",
-              flush=True)
+        rows.append((name, r.get("acc_val_pruned", float("nan")), r.get("acc_val_final", float("nan")),
+                     r.macs_reduction, widths))
+    rows.sort(key=lambda t: -t[2] if math.isfinite(t[2]) else math.inf)  # best validation accuracy first
+    print(f"{'variant (best validation first)':<32} {'val after cut':>13} {'val final':>9} {'MACs -':>7}  conv widths")
+    for name, val_pruned, val_final, red, widths in rows:
+        print(f"{name:<32} {_pct(val_pruned):>13} {_pct(val_final):>9} {red:>7.1%}  {widths}", flush=True)
+
+
+def _pct(v: float) -> str:
+    """A validation accuracy, or – for a run logged before validation accuracy existed."""
+    return f"{v:.4f}" if math.isfinite(v) else "–"
 
 
 if __name__ == "__main__":

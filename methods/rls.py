@@ -338,3 +338,54 @@ class RLSPrune(FullMethod):
         result = task.train(model, total, hooks=[hook], make_optimizer=self.make_optimizer(task), loss=self.loss,
                             desc="rls", from_scratch=True)
         return result.model
+
+    # -- report (bench.api.Method.report_extras) ---------------------------------------------------
+    @classmethod
+    def report_extras(cls, runs, out_dir):
+        """`rls_curves.png/.pdf`: validation accuracy per epoch of each run's RLS training with its
+        prune events, one panel per dataset x model x target. Event k is logged at step k as
+        `rls/prune_epoch` (the 1-based epoch at whose end it cut) and `rls/val_acc_after_prune`;
+        reference lines: the RLS-trained net before its first cut and the SGD base (validation)."""
+        import numpy as np
+        from matplotlib.figure import Figure
+
+        curves = runs.attrs.get("curves")
+        if curves is None or curves.empty or runs.empty:
+            return []
+        cells = list(runs.groupby(["dataset", "model", "target_kind", "target"], sort=True))
+        ncols, nrows = min(2, len(cells)), -(-len(cells) // 2)
+        fig = Figure(figsize=(4.6 * ncols, 3.4 * nrows), layout="constrained")
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax in axes[len(cells):]:
+            ax.set_visible(False)
+        color, dashes = "#0072B2", ["-", "--", "-.", ":"]
+        for ax, ((ds, model, kind, target), g) in zip(axes, cells):
+            ax.set_title(f"{ds} / {model}, {kind} −{target * 100:g}%", fontsize=10)
+            for i, (_, r) in enumerate(g.sort_values(["variant", "seed"]).iterrows()):
+                c = curves[curves["mlflow_run_id"] == r["mlflow_run_id"]]
+                acc = c[c["key"] == "rls/val_acc"].sort_values("step")
+                if acc.empty:
+                    continue
+                ax.plot(acc["step"], 100 * acc["value"], color=color, ls=dashes[i % 4],
+                        label=f"{r['variant']} seed {r['seed']}")
+                after = c[c["key"] == "rls/val_acc_after_prune"].set_index("step")["value"]
+                for k, epoch in c[c["key"] == "rls/prune_epoch"].set_index("step")["value"].items():
+                    y = 100 * after[k] if k in after.index else np.interp(epoch, acc["step"], 100 * acc["value"])
+                    ax.axvline(epoch, color=color, alpha=0.35, lw=1)
+                    ax.plot([epoch], [y], "v", color="black", ms=6, label="prune event (acc. right after the cut)")
+            for col, label, ls in (("acc_rls_base_val", "RLS-trained net before the first cut (val)", "--"),
+                                   ("pretrain/val_acc", "SGD base (val)", ":")):
+                if col in g and g[col].notna().any():
+                    ax.axhline(100 * float(g[col].mean()), color="0.45", ls=ls, lw=1, label=label)
+            ax.set_xlabel("epoch of RLS training")
+            ax.set_ylabel("validation accuracy (%)")
+        seen = {}
+        for ax in axes:
+            for h, label in zip(*ax.get_legend_handles_labels()):
+                seen.setdefault(label, h)
+        fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncols=2, frameon=False)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = [out_dir / f"rls_curves.{ext}" for ext in ("png", "pdf")]
+        for p in paths:
+            fig.savefig(p, dpi=200, bbox_inches="tight")
+        return paths

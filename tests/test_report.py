@@ -10,35 +10,36 @@ import pytest
 from matplotlib.lines import Line2D
 from scipy import stats
 
-from bench import report
 from bench import report_figures as rf
+from bench import report_load, report_repro, report_stats, report_tables
 from bench.tracking import RESULT_COLUMNS
 
 
 def fake_runs(rows: list[dict]) -> pd.DataFrame:
-    """A `Tracker.runs_frame`-shaped frame from a few hand-written runs, through `report.tidy`."""
+    """A `Tracker.runs_frame`-shaped frame from a few hand-written runs, through `report_load.tidy`."""
     defaults = {"status": "done", "dataset": "mnist", "model": "lenet5", "seed": 0, "target_kind": "macs",
                 "target": 0.5, "acc_base": 0.98, "acc_pruned": 0.9, "acc_final": 0.97, "macs_base": 1000,
                 "macs_pruned": 500, "macs_reduction": 0.5, "params_base": 100, "params_pruned": 60,
                 "params_reduction": 0.4, "latency_cpu_b1_base_ms": 2.0, "latency_cpu_b1_pruned_ms": 1.0,
                 "latency_cpu_b64_base_ms": 20.0, "latency_cpu_b64_pruned_ms": 12.0, "prune_time_s": 1.0,
-                "finetune_time_s": 5.0, "error": "", "target_met": 1.0, "experiment_id": "1"}
+                "finetune_time_s": 5.0, "error": "", "target_met": 1.0, "experiment_id": "1",
+                "pruning.ranking": "per_layer", "pruning.rounds": "1"}
     frame = pd.DataFrame([{**defaults, "run_id": f"r{i}", "mlflow_run_id": f"m{i}", **r} for i, r in enumerate(rows)])
     for c in RESULT_COLUMNS:
         if c not in frame:
             frame[c] = None
-    return report.tidy(frame, {"1": "exp"})
+    return report_load.tidy(frame, {"1": "exp"})
 
 
 def test_summarize_is_mean_sample_std_and_t_interval():
     v = [0.91, 0.93, 0.96]
-    mean, std, n, ci = report.summarize(v)
+    mean, std, n, ci = report_stats.summarize(v)
     assert (mean, n) == (pytest.approx(np.mean(v)), 3)
     assert std == pytest.approx(np.std(v, ddof=1))
     assert ci == pytest.approx(stats.t.ppf(0.975, 2) * np.std(v, ddof=1) / np.sqrt(3))
-    one = report.summarize([0.5, float("nan")])
+    one = report_stats.summarize([0.5, float("nan")])
     assert one[0] == 0.5 and one[2] == 1 and np.isnan(one[1]) and np.isnan(one[3])
-    assert report.summarize([])[2] == 0
+    assert report_stats.summarize([])[2] == 0
 
 
 def test_groups_without_finished_runs_stay_as_missing_cells():
@@ -48,11 +49,11 @@ def test_groups_without_finished_runs_stay_as_missing_cells():
          "acc_base": None, "acc_final": None},
         {"method": "random", "seed": 1, "status": "skipped", "error": "no data", "acc_base": None, "acc_final": None},
     ])
-    summary = report.aggregate(runs)
+    summary = report_stats.aggregate(runs)
     rnd = summary.set_index("method").loc["random"]
     assert (rnd["runs"], rnd["done"]) == (2, 0) and np.isnan(rnd["acc_final_pct_mean"])
     assert "1 failed" in rnd["not_done"] and "1 skipped" in rnd["not_done"]
-    table = report.build_tables(summary, with_gpu=False)[0]
+    table = report_tables.build_tables(summary, runs, with_gpu=False)[0]
     md = table.markdown()
     random_line = next(line for line in md.splitlines() if "| random |" in line)
     assert "–" in random_line and "0/2" in random_line
@@ -61,24 +62,30 @@ def test_groups_without_finished_runs_stay_as_missing_cells():
     assert mag["delta_acc_pp_mean"] == pytest.approx(96.5 - 98.0)
 
 
-def test_best_value_is_marked_per_target_in_the_right_direction():
-    runs = fake_runs([
-        {"method": "a", "acc_final": 0.95, "finetune_time_s": 9.0},
-        {"method": "b", "acc_final": 0.97, "finetune_time_s": 3.0},
-        {"method": "a", "target": 0.3, "macs_reduction": 0.3, "acc_final": 0.97},
-    ])
-    table = report.build_tables(report.aggregate(runs), with_gpu=False)[0]
-    best = table.csv_frame().set_index(["target", "method"])["best"]
-    assert "acc_final_pct" in best[(0.5, "b")].split(";") and "total_time_s" in best[(0.5, "b")].split(";")
-    assert "acc_final_pct" not in best[(0.5, "a")].split(";")
-    assert best[(0.3, "a")] == ""  # a lone method is not "best" of anything
-    assert r"\textbf{97.00}" in table.latex() and r"\toprule" in table.latex()
-    assert "**97.00**" in table.markdown()
+def test_best_value_is_bold_only_when_a_paired_test_separates_it_from_the_runner_up():
+    # b beats a on every seed by 2 pp (noise 0.1 pp): bold; its fine-tune time is lower on every seed too.
+    # At target 0.3, c and a differ by noise only, and a lone seed of d is never "best".
+    noise = [0.0, 0.001, -0.001]
+    runs = fake_runs(
+        [{"method": "a", "seed": s, "acc_final": 0.95 + e, "finetune_time_s": 9.0 + s} for s, e in enumerate(noise)]
+        + [{"method": "b", "seed": s, "acc_final": 0.97 + e / 2, "finetune_time_s": 3.0 + s}
+           for s, e in enumerate(noise)]
+        + [{"method": "a", "seed": s, "target": 0.3, "acc_final": 0.96 + e} for s, e in enumerate(noise)]
+        + [{"method": "c", "seed": s, "target": 0.3, "acc_final": 0.96 - e} for s, e in enumerate(noise)]
+        + [{"method": "d", "target": 0.7, "acc_final": 0.99}, {"method": "a", "target": 0.7, "acc_final": 0.5}])
+    table = report_tables.build_tables(report_stats.aggregate(runs), runs, with_gpu=False)[0]
+    best = table.csv_frame().set_index(["target", "variant"])["best"]
+    assert set(best[(0.5, "b")].split(";")) >= {"acc_final_pct", "delta_acc_pp", "total_time_s"}
+    assert best[(0.5, "a")] == ""
+    assert best[(0.3, "a")] == best[(0.3, "c")] == ""  # not distinguishable: nothing bold
+    assert best[(0.7, "d")] == ""  # n = 1 cannot be tested
+    assert r"\textbf{97.00" in table.latex() and r"\toprule" in table.latex()
+    assert "**97.00 ± 0.05**" in table.markdown()
 
 
 def test_model_labels_get_the_model_defaults():
-    assert report.parse_model_label("vgg") == ("vgg", {"depth": 16.0, "width": 1.0})
-    assert report.parse_model_label("vgg-depth11-width0.25") == ("vgg", {"depth": 11.0, "width": 0.25})
+    assert report_repro.parse_model_label("vgg") == ("vgg", {"depth": 16.0, "width": 1.0})
+    assert report_repro.parse_model_label("vgg-depth11-width0.25") == ("vgg", {"depth": 11.0, "width": 0.25})
 
 
 def test_reproduction_checks_only_full_size_comparable_runs():
@@ -87,7 +94,7 @@ def test_reproduction_checks_only_full_size_comparable_runs():
          "macs_reduction": 0.27, "acc_base": 0.93, "acc_final": 0.93 + d} for s, d in ((0, 0.001), (1, 0.003))
     ] + [{"method": "magnitude", "dataset": "cifar10", "model": "vgg-depth16-width0.25", "target": 0.34,
           "macs_reduction": 0.34}])
-    rep = report.reproduction(report.aggregate(runs)).set_index("paper_setting")
+    rep = report_repro.reproduction(report_stats.aggregate(runs)).set_index("paper_setting")
     row = rep.loc["ResNet-56-B / CIFAR-10"]
     assert row["result"] == "pass" and row["n"] == 2
     assert row["our_delta_pp"] == pytest.approx(0.2) and row["our_macs_red_pct"] == pytest.approx(27.0)
@@ -98,27 +105,9 @@ def test_reproduction_checks_only_full_size_comparable_runs():
 
     far = fake_runs([{"method": "magnitude", "dataset": "cifar10", "model": "resnet56", "target": 0.5,
                       "macs_reduction": 0.5}])
-    rep = report.reproduction(report.aggregate(far)).set_index("paper_setting")
+    rep = report_repro.reproduction(report_stats.aggregate(far)).set_index("paper_setting")
     assert rep.loc["ResNet-56-B / CIFAR-10", "result"] == "not covered"
     assert "±3 pp" in rep.loc["ResNet-56-B / CIFAR-10", "note"]
-
-
-def test_rls_figure_marks_every_prune_event_and_is_absent_without_rls():
-    runs = fake_runs([{"method": "rls", "seed": s, "acc_rls_base_val": 0.95} for s in (0, 1)])
-    curves = pd.DataFrame(
-        [(f"m{s}", "rls/val_acc", e, 0.9 + 0.01 * e, 10) for s in (0, 1) for e in range(1, 7)]
-        + [(f"m{s}", "finetune/val_acc", e, 0.96, 20) for s in (0, 1) for e in (1, 2)]
-        + [("m0", "rls/prune_epoch", 1, 2.0, 10), ("m0", "rls/prune_epoch", 2, 4.0, 10),
-           ("m0", "rls/val_acc_after_prune", 1, 0.5, 10), ("m1", "rls/prune_epoch", 1, 3.0, 10)],
-        columns=["mlflow_run_id", "key", "step", "value", "timestamp"])
-    fig = rf.rls_curves(runs, curves, rf.Style.for_runs(runs))
-    ax = fig.axes[0]
-    events = [ln for ln in ax.get_lines() if ln.get_marker() == "v"]
-    assert sorted(ln.get_xdata()[0] for ln in events) == [2, 3, 4]  # rls phase steps 1..6 sit at x 1..6
-    assert 50.0 in [ln.get_ydata()[0] for ln in events]  # the logged accuracy right after the cut
-    seeds = [ln for ln in ax.get_lines() if ln.get_label().startswith("RLS seed")]
-    assert len(seeds) == 2 and max(seeds[0].get_xdata()) == 8  # 6 RLS epochs, then 2 of fine-tuning
-    assert rf.rls_curves(fake_runs([{"method": "magnitude"}]), curves, rf.Style.for_runs(runs)) is None
 
 
 # ------------------------------------------------------------ from a real smoke grid
@@ -156,7 +145,7 @@ def test_report_writes_tables_figures_and_index(smoke):
     for fig in ("tradeoff", "latency", "widths", "curves"):
         for ext in ("png", "pdf"):
             assert (out / "figures" / f"{fig}.{ext}").stat().st_size > 1000
-    assert not (out / "figures" / "rls.png").exists()  # no RLS runs
+    assert not (out / "extras").exists()  # no RLS runs: no plugin extras
     index = (out / "index.md").read_text()
     assert "![tradeoff](figures/tradeoff.png)" in index and "8 runs (4 done, 4 skipped)" in index
     rep = pd.read_csv(out / "tables" / "reproduction.csv")
@@ -174,7 +163,7 @@ def test_table_numbers_equal_the_mlflow_metrics(smoke):
     client = MlflowClient(tracking_uri(cfg.results_dir))
     exp = client.get_experiment_by_name("smoke")
     table = pd.read_csv(out / "tables" / "smoke_mnist_lenet5.csv")
-    assert sorted(table["method"]) == ["magnitude", "random"]
+    assert sorted(table["variant"]) == ["magnitude", "random"]
     for _, row in table.iterrows():
         runs = client.search_runs([exp.experiment_id], f"tags.method = '{row['method']}' and tags.dataset = 'mnist'")
         m = [r.data.metrics for r in runs]
@@ -196,7 +185,7 @@ def test_table_numbers_equal_the_mlflow_metrics(smoke):
 
 @pytest.mark.slow
 def test_tradeoff_figure_has_one_line_per_method(smoke):
-    from bench.report import load_runs
+    from bench.report_load import load_runs
     from bench.tracking import Tracker
 
     cfg, _ = smoke
@@ -235,5 +224,45 @@ def test_latency_figure_has_gpu_panels_only_with_gpu_timings_and_a_y_equals_x_li
     with_gpu = fake_runs([{"method": "magnitude", **gpu}])
     fig = rf.latency(with_gpu, rf.Style.for_runs(with_gpu))
     assert [ax.get_title() for ax in fig.axes if ax.get_visible()][2:] == ["GPU, batch 1", "GPU, batch 64"]
-    table = report.build_tables(report.aggregate(with_gpu), with_gpu=True)[0]
+    table = report_tables.build_tables(report_stats.aggregate(with_gpu), with_gpu, with_gpu=True)[0]
     assert "GPU b64 speed-up (×)" in table.markdown() and "1.60" in table.markdown()
+
+
+def test_reproduction_grades_only_runs_with_the_papers_protocol():
+    """PLS+VIP's ResNet-56 row (global threshold, 8 rounds, -52.56 % FLOPs) against a per-layer
+    one-shot run, a named variant and a run that follows the paper's protocol."""
+    common = {"dataset": "cifar10", "model": "resnet56", "target": 0.53, "macs_reduction": 0.53,
+              "acc_base": 0.93, "acc_final": 0.936}
+    per_layer = fake_runs([{**common, "method": "pls_vip"}])
+    row = report_repro.reproduction(report_stats.aggregate(per_layer)).set_index("paper_setting")
+    row = row.loc["ResNet-56 / CIFAR-10 (it=8)"]
+    assert row["result"] == "not covered"
+    assert row["note"] == ("protocol differs (pls_vip: pruning.ranking=per_layer, paper global, "
+                           "pruning.rounds=1, paper 8)")
+    variant = fake_runs([{**common, "method": "pls_vip", "variant": "pls_vip@k8",
+                          "pruning.ranking": "global", "pruning.rounds": "8"}])
+    row = report_repro.reproduction(report_stats.aggregate(variant)).set_index("paper_setting")
+    assert row.loc["ResNet-56 / CIFAR-10 (it=8)", "note"] == "protocol differs (pls_vip@k8: variant pls_vip@k8)"
+    paper = fake_runs([{**common, "method": "pls_vip", "pruning.ranking": "global", "pruning.rounds": "8"}])
+    row = report_repro.reproduction(report_stats.aggregate(paper)).set_index("paper_setting")
+    row = row.loc["ResNet-56 / CIFAR-10 (it=8)"]
+    assert row["result"] == "pass" and row["variant"] == "pls_vip" and row["our_delta_pp"] == pytest.approx(0.6)
+
+
+def test_rls_prune_events_come_from_the_plugins_report_extras_hook(tmp_path):
+    from methods.rls import RLSPrune
+
+    runs = fake_runs([{"method": "rls", "seed": s, "acc_rls_base_val": 0.95} for s in (0, 1)])
+    runs.attrs["curves"] = pd.DataFrame(
+        [(f"m{s}", "rls/val_acc", e, 0.9 + 0.01 * e, 10) for s in (0, 1) for e in range(1, 7)]
+        + [("m0", "rls/prune_epoch", 1, 2.0, 10), ("m0", "rls/prune_epoch", 2, 4.0, 10),
+           ("m0", "rls/val_acc_after_prune", 1, 0.5, 10), ("m1", "rls/prune_epoch", 1, 3.0, 10)],
+        columns=["mlflow_run_id", "key", "step", "value", "timestamp"])
+    paths = RLSPrune.report_extras(runs, tmp_path / "extras")
+    assert [p.name for p in paths] == ["rls_curves.png", "rls_curves.pdf"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+    empty = fake_runs([{"method": "rls"}])
+    empty.attrs["curves"] = runs.attrs["curves"].iloc[:0]
+    assert RLSPrune.report_extras(empty, tmp_path / "none") == [] and not (tmp_path / "none").exists()
+    from bench.api import ScoreMethod
+    assert ScoreMethod.report_extras(runs, tmp_path) == []  # the default hook writes nothing

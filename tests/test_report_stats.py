@@ -1,0 +1,136 @@
+"""Paired statistics, ranking, Pareto view and verdict of the report, on a tiny synthetic MLflow
+store whose numbers are chosen by hand and checked against scipy called directly."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from bench import cli
+from bench.report_stats import pareto_front, paired_test
+from bench.tracking import Tracker
+
+SEEDS = (0, 1, 2)
+TARGETS = (0.3, 0.5)
+BASE = {0: 0.980, 1: 0.975, 2: 0.985}  # each seed's shared base
+# final accuracy per (variant, target, seed): `better` gains 3 pp on every seed; `twin` repeats
+# magnitude exactly; `noisy` scatters around magnitude.
+MAG = {(t, s): BASE[s] - 0.01 - 0.02 * t + 0.001 * s for t in TARGETS for s in SEEDS}
+NOISE = {0: 0.004, 1: -0.006, 2: 0.001}
+FINAL = {"magnitude": MAG, "twin": dict(MAG),
+         "better": {k: v + 0.03 + 0.001 * k[1] for k, v in MAG.items()},
+         "noisy": {k: v + NOISE[k[1]] for k, v in MAG.items()}}
+
+
+def log_run(client, exp_id: str, variant: str, method: str, seed: int, target: float, metrics: dict) -> str:
+    from mlflow.entities import Metric, Param
+
+    run = client.create_run(exp_id, tags={"run_id": f"{variant}-{seed}-{target}", "method": method,
+                                          "variant": variant, "dataset": "mnist", "model": "lenet5",
+                                          "status": "done", "seed": str(seed)})
+    params = {"seed": seed, "target_kind": "macs", "target": target, "pruning.ranking": "per_layer",
+              "pruning.rounds": 1}
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                     metrics=[Metric(k, float(v), 0, 0) for k, v in metrics.items()])
+    return run.info.run_id
+
+
+def metrics_of(variant: str, seed: int, target: float) -> dict:
+    acc = FINAL[variant][(target, seed)]
+    macs = 1000 * (1 - target)
+    return {"acc_base": BASE[seed], "acc_pruned": acc - 0.2, "acc_final": acc, "acc_val_final": acc,
+            "acc_val_pruned": acc - 0.2, "macs_base": 1000, "macs_pruned": macs, "macs_reduction": target,
+            "params_base": 100, "params_pruned": 60, "params_reduction": 0.4,
+            "latency_cpu_b1_base_ms": 2.0, "latency_cpu_b1_pruned_ms": 2.0 * (1 - target) + 0.01 * len(variant),
+            "latency_cpu_b64_base_ms": 20.0, "latency_cpu_b64_pruned_ms": 12.0, "prune_time_s": 1.0,
+            "finetune_time_s": 5.0, "target_met": 1.0}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stats")
+    tracker = Tracker(root / "results")
+    exp = tracker.experiment_id("syn")
+    for variant in FINAL:
+        for s in SEEDS:
+            for t in TARGETS:
+                log_run(tracker.client, exp, variant, "magnitude" if variant == "twin" else variant, s, t,
+                        metrics_of(variant, s, t))
+    out = root / "report"
+    assert cli.main(["report", "--results-dir", str(root / "results"), "--experiment", "syn", "--out", str(out),
+                     "--reference", "magnitude"]) == 0
+    return out
+
+
+def per_seed(variant: str, target: float) -> np.ndarray:
+    return 100 * np.array([FINAL[variant][(target, s)] for s in SEEDS])
+
+
+def test_paired_comparison_matches_scipy_and_holm(report):
+    paired = pd.read_csv(report / "tables" / "paired.csv")
+    assert set(paired["reference"]) == {"magnitude"} and len(paired) == 3 * len(TARGETS)
+    for _, r in paired.iterrows():
+        a, b = per_seed(r["variant"], r["target"]), per_seed("magnitude", r["target"])
+        assert r["n"] == 3 and r["mean_diff"] == pytest.approx((a - b).mean())
+        if r["variant"] != "twin":
+            res = stats.ttest_rel(a, b)
+            ci = res.confidence_interval(0.95)
+            assert r["p_t"] == pytest.approx(res.pvalue) and (r["ci_low"], r["ci_high"]) == pytest.approx(ci)
+    # Holm by hand over the table's six comparisons: sorted p times (m - i), running max, capped at 1
+    p = paired["p_t"].to_numpy()
+    order = np.argsort(p)
+    adj = np.minimum(1, np.maximum.accumulate(p[order] * (len(p) - np.arange(len(p)))))
+    expect = np.empty_like(adj)
+    expect[order] = adj
+    assert paired["p_holm"].to_numpy() == pytest.approx(expect)
+    better = paired[paired["variant"] == "better"]
+    assert (better["p_holm"] < 0.05).all() and set(better["verdict"]) == {"better"}
+    twin = paired[paired["variant"] == "twin"]
+    assert (twin["mean_diff"] == 0).all() and (twin["p_t"] == 1).all()
+    assert set(twin["verdict"]) == {"not distinguishable at n=3"}
+    assert set(paired.loc[paired["variant"] == "noisy", "verdict"]) == {"not distinguishable at n=3"}
+
+
+def test_verdict_opens_the_index_and_claims_only_what_the_tests_support(report):
+    index = (report / "index.md").read_text()
+    head = index.split("## How this was made")[0]
+    assert head.splitlines()[2] == "## Verdict"
+    assert "**better is better than magnitude** on mnist / lenet5, MACs −30%" in head
+    assert "Not distinguishable from magnitude on mnist / lenet5, MACs −50%: noisy (at n=3), twin (at n=3)." in head
+    for loser in ("noisy", "twin", "magnitude"):
+        assert f"**{loser} is" not in head
+    ranking = pd.read_csv(report / "tables" / "ranking.csv")
+    wide = pd.DataFrame({v: np.concatenate([per_seed(v, t) for t in TARGETS]) for v in FINAL})
+    assert ranking["friedman_p"].iloc[0] == pytest.approx(stats.friedmanchisquare(*wide.T.to_numpy()).pvalue)
+    assert ranking["variant"].iloc[0] == "better" and ranking["blocks"].iloc[0] == 6
+    assert "Friedman test rejects equal ranks" in head
+
+
+def test_cd_diagram_and_pareto_figures_are_written(report):
+    for name in ("cd_diagram", "pareto", "tradeoff"):
+        for ext in ("png", "pdf"):
+            assert (report / "figures" / f"{name}.{ext}").stat().st_size > 1000, (name, ext)
+    front = pd.read_csv(report / "tables" / "pareto.csv")
+    # at each target `better` is the most accurate; on MACs (equal across variants) it alone is on the front
+    assert set(front.loc[front["front_macs_pruned"], "variant"]) == {"better"}
+
+
+def test_final_accuracy_is_bold_only_where_significant(report):
+    lines = (report / "tables" / "syn_mnist_lenet5.md").read_text().splitlines()
+    col = [c.strip() for c in lines[0].split("|")].index("Final acc (%)")
+    rows = [[c.strip() for c in line.split("|")] for line in lines[2:]]
+    assert [r[2] for r in rows if r[col].startswith("**")] == ["better", "better"]  # one per target
+    # the CPU speed-up of `twin` is higher by the same margin on every seed (p = 0): bold there
+    speed = [c.strip() for c in lines[0].split("|")].index("CPU b1 speed-up (×)")
+    assert {r[2] for r in rows if r[speed].startswith("**")} == {"twin"}
+
+
+def test_pareto_front_and_paired_edge_cases_by_hand():
+    # (cost, accuracy): (1, 90) and (2, 95) are on the front; (2, 80) and (3, 95) are dominated
+    assert pareto_front([1, 2, 2, 3, np.nan], [90, 95, 80, 95, 99]).tolist() == [True, True, False, False, False]
+    same = paired_test([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    assert (same["mean_diff"], same["p_t"], same["n"]) == (0.0, 1.0, 3)
+    assert np.isnan(paired_test([1.0], [0.0])["p_t"])  # n = 1: not testable
+    six = paired_test(np.arange(6) + 1.0, np.zeros(6))
+    assert six["p_wilcoxon"] == pytest.approx(stats.wilcoxon(np.arange(6) + 1.0).pvalue)
