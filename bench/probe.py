@@ -1,15 +1,15 @@
 """Timed probe for `bench plan`: a few real training steps and forwards of a model on this device.
 
 Synthetic tensors of the dataset's shape stand in for data (a step's cost does not depend on
-pixel values), so the probe needs no dataset. A step of VGG-16 at batch 128 can take seconds on
-a loaded CPU, so the probe first times a small batch and measures the recipe's batch only when
-that is cheap; otherwise per-image time is extrapolated to the recipe's batch (said so in the
-result). On a GPU the small batch would underuse the device, so there it always uses the recipe's.
+pixel values), so the probe needs no dataset. A step of VGG-16 at batch 128 takes seconds on a
+CPU, so there a large model is timed at a small batch and its per-image time carried to the
+recipe's batch (said so in the result); a small model (LeNet-5), whose step is dominated by fixed
+overhead, is timed at the recipe's batch. On a GPU a small batch would underuse the device, so
+there the recipe's batch is always measured.
 """
 from __future__ import annotations
 
 import functools
-import statistics
 import time
 from dataclasses import dataclass
 
@@ -18,10 +18,11 @@ import torch.nn.functional as F
 
 from bench import models
 from bench.config import TrainConfig
+from bench.measure import count_macs
 from bench.training import autocast, sgd, use_channels_last
 
 SMALL_BATCH = 8
-FULL_BATCH_IF_UNDER_S = 0.5   # a predicted full-batch step cheaper than this is measured, not extrapolated
+FULL_BATCH_MACS = 4e9   # a full batch's forward under this many MACs is cheap enough to measure as it is
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ def _sync(device: str) -> None:
 
 
 def _time_steps(model, x, y, opt, device: str, precision: str, steps: int) -> float:
+    """Best of `steps` timed steps after one warm-up: the minimum is robust to bursts of other load."""
     times = []
     for i in range(steps + 1):  # the first step warms up allocators and kernels
         _sync(device)
@@ -58,27 +60,35 @@ def _time_steps(model, x, y, opt, device: str, precision: str, steps: int) -> fl
         _sync(device)
         if i:
             times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return min(times)
 
 
 @torch.inference_mode()
 def _time_forward(model, x, device: str, precision: str, repeats: int = 2) -> float:
+    """Best of `repeats` forwards (the training steps before it warmed the kernels up)."""
     times = []
-    for i in range(repeats + 1):
+    for _ in range(repeats):
         _sync(device)
         t = time.perf_counter()
         with autocast(device, precision):
             model(x)
         _sync(device)
-        if i:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+STEPS = 2  # timed steps per probe; `bench plan --probe-steps` sets it
+
+
+def probe(model: str, model_args: tuple, shape: tuple[int, int, int], batch: int, precision: str,
+          device: str) -> Probe:
+    """Time STEPS training steps (after one warm-up) of a fresh `model` on synthetic input; cached."""
+    return _probe(model, tuple(model_args), tuple(shape), batch, precision, device, STEPS)
 
 
 @functools.lru_cache(maxsize=None)
-def probe(model: str, model_args: tuple, shape: tuple[int, int, int], batch: int, precision: str,
-          device: str, steps: int = 2) -> Probe:
-    """Time `steps` training steps (after one warm-up) of a fresh `model` on synthetic input."""
+def _probe(model: str, model_args: tuple, shape: tuple, batch: int, precision: str, device: str,
+           steps: int) -> Probe:
     torch.manual_seed(0)
     c, h, w = shape
     net = models.build(model, c, h, **dict(model_args)).to(device)
@@ -91,14 +101,12 @@ def probe(model: str, model_args: tuple, shape: tuple[int, int, int], batch: int
         x = torch.randn(n, c, h, w, device=device)
         return (x.contiguous(memory_format=torch.channels_last) if cl else x), torch.randint(0, 10, (n,), device=device)
 
-    measured = batch if device.startswith("cuda") else min(batch, SMALL_BATCH)
+    macs = count_macs(net, torch.zeros(1, c, h, w, device=device))
+    cheap = device.startswith("cuda") or macs * batch <= FULL_BATCH_MACS
+    measured = batch if cheap else min(batch, SMALL_BATCH)
     x, y = inputs(measured)
     net.train()
     step = _time_steps(net, x, y, opt, device, precision, steps)
-    if measured < batch and step * batch / measured < FULL_BATCH_IF_UNDER_S:
-        measured = batch
-        x, y = inputs(batch)
-        step = _time_steps(net, x, y, opt, device, precision, steps)
     net.eval()
     fwd = _time_forward(net, x, device, precision)
     b1 = _time_forward(net, x[:1], device, "fp32")
