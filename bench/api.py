@@ -55,6 +55,12 @@ class Method:
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{where}: bad option value ({e})") from e
 
+    @classmethod
+    def extra_cost_s(cls, spec) -> float | None:
+        """Seconds of non-training work per cell on this device (searches, feature extraction),
+        for `bench plan`; None = negligible or unknown. Price it with bench.probe.forward_seconds."""
+        return None
+
 
     @classmethod
     def report_extras(cls, runs: "pandas.DataFrame", out_dir: "Path") -> list["Path"]:

@@ -1,4 +1,4 @@
-"""Command line: `python -m bench {methods,run,results}`."""
+"""Command line: `python -m bench {methods,run,plan,server,results,report}`."""
 from __future__ import annotations
 
 import argparse
@@ -96,6 +96,21 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from bench import config
+    from bench.grid import default_workers
+    from bench.plan import make_plan, render
+
+    cfg = config.load(args.config)
+    cfg = config.override(cfg, methods=args.methods, datasets=args.datasets, seeds=args.seeds, targets=args.targets)
+    if args.results_dir:
+        cfg.results_dir = args.results_dir
+    kind = args.executor or cfg.executor.get("kind", "local")
+    workers = args.workers or cfg.executor.get("workers") or default_workers(kind)
+    print(render(make_plan(cfg, probe_steps=args.probe_steps), executor=kind, workers=workers))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description="prunebench: fair CNN pruning comparisons")
     sub = p.add_subparsers(dest="command", required=True)
@@ -116,6 +131,17 @@ def parser() -> argparse.ArgumentParser:
                    "cpus_per_run for Ray, all cores for local)")
     r.add_argument("--gpus-per-run", type=float, help="Ray: GPU share per cell, e.g. 0.25 runs 4 cells per GPU")
     r.set_defaults(fn=cmd_run)
+    pl = sub.add_parser("plan", help="cells, bases, what is done and the estimated cost of the rest")
+    pl.add_argument("config", help="grid YAML, e.g. configs/paper.yaml")
+    pl.add_argument("--methods", type=_csv, help="comma list, narrows the config")
+    pl.add_argument("--datasets", type=_csv, help="comma list, narrows the config")
+    pl.add_argument("--seeds", type=_seeds, help="comma list of integers, replaces the config's")
+    pl.add_argument("--targets", type=_csv, help="comma list such as macs:0.5,params:0.3")
+    pl.add_argument("--results-dir", help="the store to check for finished cells (default: the config's)")
+    pl.add_argument("--executor", choices=("local", "pool", "ray"), help="default: the config's, else local")
+    pl.add_argument("--workers", type=int, help="parallel cells (default as for `run`)")
+    pl.add_argument("--probe-steps", type=int, default=2, help="timed training steps per probed model")
+    pl.set_defaults(fn=cmd_plan)
     sv = sub.add_parser("server", help="start an MLflow tracking server for pool/Ray workers")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=5000)

@@ -20,6 +20,7 @@ from bench.errors import ConfigError
 TARGET_KINDS = ("macs", "params")
 RANKINGS = ("per_layer", "global")
 SCHEDULES = ("cosine", "step", "constant")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class TrainConfig:
     batch_size: int = 128
     schedule: str = "cosine"
     augment: bool = True
+    precision: str = "fp32"         # bf16: autocast forward/loss in bfloat16 (CUDA, and CPUs that support it)
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,8 @@ def _check_train(tc: TrainConfig, where: str) -> None:
         raise ConfigError(f"{where}: lr and batch_size must be > 0")
     if tc.schedule not in SCHEDULES:
         raise ConfigError(f"{where}.schedule: '{tc.schedule}' is unknown; allowed: {', '.join(SCHEDULES)}")
+    if tc.precision not in PRECISIONS:
+        raise ConfigError(f"{where}.precision: '{tc.precision}' is unknown; allowed: {', '.join(PRECISIONS)}")
 
 
 def parse_target(raw: Any, where: str) -> tuple[str, float]:

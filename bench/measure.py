@@ -67,15 +67,30 @@ def paired_latency_ms(models: Sequence[nn.Module], example: torch.Tensor, batch:
     """
     models = [m.eval().to(device) for m in models]
     x = example[:1].to(device).expand(batch, *example.shape[1:]).contiguous()
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    timer = _cuda_timer if device.startswith("cuda") else _wall_timer
     times: list[list[float]] = [[] for _ in models]
     with torch.inference_mode():
         for i in range(warmup + repeats):
             for model, out in zip(models, times):
-                sync()
-                t = time.perf_counter()
-                model(x)
-                sync()
+                ms = timer(model, x)
                 if i >= warmup:
-                    out.append((time.perf_counter() - t) * 1000)
+                    out.append(ms)
     return [statistics.median(t) for t in times]
+
+
+def _wall_timer(model: nn.Module, x: torch.Tensor) -> float:
+    t = time.perf_counter()
+    model(x)
+    return (time.perf_counter() - t) * 1000
+
+
+def _cuda_timer(model: nn.Module, x: torch.Tensor) -> float:
+    """GPU time of one forward between CUDA events: kernels run asynchronously, so a host clock
+    would time the launches; synchronising before starts from an idle device."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    model(x)
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)

@@ -112,6 +112,7 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
     base, base_info = baselines.get_or_train(spec, data, results_dir, device=device, progress=progress)
     log.curve("pretrain", base_info["history"])
     log.param("base_checkpoint", base_info["path"])
+    log.param("device", torch.cuda.get_device_name(device) if device.startswith("cuda") else device)
     cls = get_method(spec.method)
     method = cls(**dict(spec.method_args))
     target = Target(spec.target_kind, spec.target, spec.pruning.tolerance)

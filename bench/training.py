@@ -6,6 +6,7 @@ gradients before `optimizer.step()`, or replace `ctx.model` / `ctx.optimizer` at
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -91,21 +92,38 @@ def loss_fn(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
 
 
 def use_channels_last(model: nn.Module, device: str) -> bool:
-    """channels_last made CIFAR VGG steps ~20% faster on this CPU (benchmarks/); only for conv nets."""
-    return device == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules()) \
+    """channels_last made CIFAR VGG steps ~20% faster on this CPU (benchmarks/), and it is the
+    layout cuDNN's tensor-core convolutions want on a GPU; only for conv nets."""
+    return (device == "cpu" or device.startswith("cuda")) and any(isinstance(m, nn.Conv2d) for m in model.modules()) \
         and os.environ.get("BENCH_CHANNELS_LAST", "1") == "1"
+
+
+def autocast(device: str, precision: str):
+    """The forward/loss context of a recipe's precision: bf16 autocast (weights, gradients and the
+    optimizer stay fp32, so no loss scaling is needed), or nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
+    raise ValueError(f"precision '{precision}' is unknown; allowed: fp32, bf16")
+
+
+def on_device(split: Split, device: str) -> Split:
+    """On a GPU the whole uint8 split moves there once per fit; on CPU it stays as it is."""
+    return split.to(device) if device.startswith("cuda") else split
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, info: DatasetInfo, *, device: str = "cpu",
-             batch_size: int = 1000, loss: str = "ce") -> tuple[float, float]:
+             batch_size: int = 1000, loss: str = "ce", precision: str = "fp32") -> tuple[float, float]:
     """(mean loss, top-1 accuracy) of `model` on `split`."""
     was = model.training
     model.eval().to(device)
     fn = loss_fn(loss)
     total_loss, correct, n = 0.0, 0, 0
-    for x, y in batches(split, info, batch_size, device=device):
-        out = model(x)
+    for x, y in batches(on_device(split, device), info, batch_size, device=device):
+        with autocast(device, precision):
+            out = model(x).float()
         total_loss += float(fn(out, y)) * len(y)
         correct += int((out.argmax(1) == y).sum())
         n += len(y)
@@ -154,6 +172,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, *, seed: int, epochs: in
     for h in hooks:
         h.on_fit_start(ctx)
     ctx.step = start_epoch * ctx.steps_per_epoch
+    train = on_device(data.train, device)
     bar = tqdm(total=total_steps, initial=ctx.step, desc=desc, disable=not progress, leave=False,
                unit="step", dynamic_ncols=True)
     for epoch in range(start_epoch, epochs):
@@ -163,14 +182,15 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, *, seed: int, epochs: in
         if cl:
             ctx.model.to(memory_format=torch.channels_last)
         running, seen = 0.0, 0
-        for x, y in batches(data.train, data.info, cfg.batch_size, shuffle=True, augment_data=cfg.augment,
+        for x, y in batches(train, data.info, cfg.batch_size, shuffle=True, augment_data=cfg.augment,
                             gen=gen, device=device, drop_last=True):
             if cl:
                 x = x.contiguous(memory_format=torch.channels_last)
             ctx.x, ctx.y = x, y
             _set_lr(ctx.optimizer, lr_factor(cfg, ctx.step / total_steps))
             ctx.optimizer.zero_grad(set_to_none=True)
-            ctx.loss = fn(ctx.model(x), y)
+            with autocast(device, cfg.precision):
+                ctx.loss = fn(ctx.model(x).float(), y)
             if not torch.isfinite(ctx.loss):
                 bar.close()
                 raise DivergenceError(f"{desc}: loss became {ctx.loss.item()} at epoch {epoch + 1}, step {ctx.step}; "
@@ -187,7 +207,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, *, seed: int, epochs: in
             bar.update(1)
             if ctx.step % 20 == 0:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{running / seen:.3f}")
-        val_loss, val_acc = evaluate(ctx.model, data.val, data.info, device=device, loss=loss)
+        val_loss, val_acc = evaluate(ctx.model, data.val, data.info, device=device, loss=loss, precision=cfg.precision)
         ctx.history.append({"epoch": epoch + 1, "train_loss": running / max(seen, 1),
                             "val_loss": val_loss, "val_acc": val_acc,
                             "lr": ctx.optimizer.param_groups[0]["lr"]})

@@ -409,3 +409,13 @@ class FeatureMap(ScoreMethod):
                        if self.linear_units == "activation" else "not pruned")
         for member, note in notes.items():
             task.log_param(f"feature_map/layer/{member}", note)
+
+    @classmethod
+    def extra_cost_s(cls, spec) -> float | None:
+        """Scoring cost for `bench plan`: one recording forward of `images` per round, plus
+        Grad-CAM's forward and backward (about 3 forwards) once, where Grad-CAM marks the foreground."""
+        from bench.probe import forward_seconds
+
+        m = cls(**dict(spec.method_args))
+        source = AUTO_SOURCE.get(spec.dataset) if m.foreground == "auto" else m.foreground
+        return forward_seconds(spec, m.images * (spec.pruning.rounds + (3 if source == "gradcam" else 0)))

@@ -179,3 +179,12 @@ class PLSVIP(ScoreMethod):
 
         scores = {name: torch.from_numpy(group_vip([v[cols[m]] for m in u.members])) for name, u in units.items()}
         return scores
+
+    @classmethod
+    def extra_cost_s(cls, spec) -> float | None:
+        """Feature extraction for `bench plan`: one forward of `samples` training images per
+        scoring round (the PLS fit itself is not priced)."""
+        from bench.probe import forward_seconds
+
+        m = cls(**dict(spec.method_args))
+        return forward_seconds(spec, min(m.samples, spec.train_subset or m.samples) * spec.pruning.rounds)

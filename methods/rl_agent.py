@@ -327,3 +327,15 @@ class RLAgent(FullMethod):
             F.cross_entropy(model(x), y).backward()
             opt.step()
         model.eval()
+
+    @classmethod
+    def extra_cost_s(cls, spec) -> float | None:
+        """Search cost for `bench plan`: per unit, `updates` x `samples` masked evaluations of
+        `eval_size` images through about half the network (the suffix after the unit). Memoised
+        repeats make this an upper bound."""
+        from bench.datasets import DATASETS
+        from bench.probe import forward_seconds, unit_count
+
+        m = cls(**dict(spec.method_args))
+        units = unit_count(spec.model, spec.model_args, DATASETS[spec.dataset].shape, spec.pruning.include_coupled)
+        return forward_seconds(spec, units * m.updates * m.samples * min(m.eval_size, spec.val_size) * 0.5)
