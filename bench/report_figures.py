@@ -326,7 +326,7 @@ def rls_curves(runs: pd.DataFrame, curves: pd.DataFrame, style: Style) -> Figure
                 y = 100 * after[k] if k in after.index else np.interp(x, tl["x"], tl["value"])
                 ax.axvline(x, color=color, alpha=0.35, lw=1)
                 ax.plot([x], [y], "v", color=BASE_COLOR, ms=6, label="prune event (acc. right after the cut)")
-        for col, lab, ls in (("acc_rls_base_val", "RLS-trained base (val)", "--"),
+        for col, lab, ls in (("rls.acc_val_unpruned", "RLS-trained base (val)", "--"),
                              ("pretrain/val_acc", "SGD base (val)", ":")):
             if col in g and g[col].notna().any():
                 v = summarize(g[col])[0]

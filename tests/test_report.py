@@ -104,7 +104,7 @@ def test_reproduction_checks_only_full_size_comparable_runs():
 
 
 def test_rls_figure_marks_every_prune_event_and_is_absent_without_rls():
-    runs = fake_runs([{"method": "rls", "seed": s, "acc_rls_base_val": 0.95} for s in (0, 1)])
+    runs = fake_runs([{"method": "rls", "seed": s, "rls.acc_val_unpruned": 0.95} for s in (0, 1)])
     curves = pd.DataFrame(
         [(f"m{s}", "rls/val_acc", e, 0.9 + 0.01 * e, 10) for s in (0, 1) for e in range(1, 7)]
         + [(f"m{s}", "finetune/val_acc", e, 0.96, 20) for s in (0, 1) for e in (1, 2)]
