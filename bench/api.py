@@ -100,6 +100,8 @@ class Task:
         self.example = example
         self._logger = logger
         self._trainer = trainer
+        self.images_seen = 0        # all training through this task: the budget is counted from it
+        self.references: dict[str, nn.Module] = {}  # models the harness evaluates on test after the run
 
     # -- budget ---------------------------------------------------------------------------------
     @property
@@ -119,8 +121,22 @@ class Task:
     def train(self, model: nn.Module, epochs: int, *, hooks: Sequence = (), make_optimizer: Callable | None = None,
               lr: float | None = None, loss: str = "ce", desc: str = "train", from_scratch: bool = False):
         """Fine-tune recipe (or pretrain recipe when `from_scratch`) with optional hooks; returns FitResult."""
-        return self._trainer(model, epochs, hooks=hooks, make_optimizer=make_optimizer, lr=lr,
-                             loss=loss, desc=desc, from_scratch=from_scratch)
+        result = self._trainer(model, epochs, hooks=hooks, make_optimizer=make_optimizer, lr=lr,
+                               loss=loss, desc=desc, from_scratch=from_scratch)
+        self.images_seen += result.images
+        return result
+
+    @property
+    def epochs_used(self) -> float:
+        """Training spent through this task, in epoch equivalents (images seen / train size)."""
+        return self.images_seen / max(len(self.data.train), 1)
+
+    def save_reference(self, key: str, model: nn.Module) -> None:
+        """Hand the harness a model to evaluate on test after the run (logged `acc_<key>`), e.g. RLS's
+        own unpruned net: methods never see test data."""
+        import copy
+
+        self.references[key] = copy.deepcopy(model).cpu()
 
     def evaluate(self, model: nn.Module, split: str = "val", limit: int | None = None) -> tuple[float, float]:
         """(mean loss, top-1 accuracy) on 'train' or 'val'."""

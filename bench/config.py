@@ -128,7 +128,14 @@ class GridConfig:
     executor: dict = field(default_factory=dict)
 
     def expand(self) -> list[RunSpec]:
-        """Every (method x dataset x model x target x seed) cell, in a stable order."""
+        """Every (method x dataset x model x target x seed) cell, in a stable order.
+
+        A cell's pruning settings: the grid's, overridden by the method's `pruning_defaults`
+        (its paper protocol, e.g. PLS+VIP's global threshold and K rounds)."""
+        from bench.registry import get_method
+
+        pruning = {m: dataclasses.replace(self.pruning, **getattr(get_method(m), "pruning_defaults", {}))
+                   for m in self.methods}
         specs = []
         for ds in self.datasets:
             for model, margs in ds.models:
@@ -139,7 +146,7 @@ class GridConfig:
                                 method=method, dataset=ds.name, model=model, seed=seed,
                                 target_kind=kind, target=amount,
                                 method_args=tuple(sorted(args.items())), model_args=margs,
-                                pretrain=ds.pretrain, finetune=ds.finetune, pruning=self.pruning,
+                                pretrain=ds.pretrain, finetune=ds.finetune, pruning=pruning[method],
                                 val_size=self.val_size, train_subset=ds.train_subset,
                                 test_subset=ds.test_subset, experiment=self.name))
         return specs

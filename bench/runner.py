@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import os
 import time
 import traceback
@@ -26,6 +27,8 @@ from bench.measure import count_macs, count_params, paired_latency_ms, widths
 from bench.registry import get_method
 from bench.tracking import STATUS_DONE, STATUS_FAILED, STATUS_SKIPPED, RunLogger, Tracker
 from bench.training import default_device, evaluate, fit
+
+BUDGET_SLACK = 0.01  # epochs: rounding of images seen (drop_last) never flags a run as over budget
 
 
 @functools.lru_cache(maxsize=4)
@@ -124,6 +127,7 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
     if staged.exists():  # resumed: the pruning phase of a killed run already finished
         state = torch.load(staged, weights_only=False, map_location=device)
         pruned, prune_time = state["model"], state["prune_time_s"]
+        task.images_seen, task.references = state.get("images_seen", 0), state.get("references", {})
     else:
         t0 = time.perf_counter()
         if isinstance(method, ScoreMethod):
@@ -134,22 +138,31 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
         else:
             raise TypeError(f"{cls.__name__} must subclass ScoreMethod or FullMethod")
         prune_time = time.perf_counter() - t0
-        torch.save({"model": pruned, "prune_time_s": prune_time}, staged)
+        torch.save({"model": pruned, "prune_time_s": prune_time, "images_seen": task.images_seen,
+                    "references": task.references}, staged)
     pruned.to(device)
     acc_pruned = evaluate(pruned, data.test, data.info, device=device)[1]
     acc_val_pruned = evaluate(pruned, data.val, data.info, device=device)[1]  # for choices; test is reported only
 
     finetune_time = 0.0
-    # Score methods spent part of the budget between rounds; full methods fine-tune for all of it.
-    final_epochs = (finetune_split(spec.finetune.epochs, spec.pruning.rounds)[1] if isinstance(method, ScoreMethod)
-                    else spec.finetune.epochs)
-    if cls.needs_finetune and final_epochs > 0:
+    # One budget per method (methods.md §0): the fine-tune epochs after the shared base, or pretrain +
+    # fine-tune for a method that trains from scratch. The harness fine-tunes only a method that asks
+    # (needs_finetune), with what its pruning phase left of the budget (rounds, a full method's training).
+    budget = spec.finetune.epochs + (0 if cls.needs_pretrained else spec.pretrain.epochs)
+    final_epochs = max(0, math.floor(budget - task.epochs_used + BUDGET_SLACK)) if cls.needs_finetune else 0
+    if final_epochs > 0:
         result = fit(pruned, data, spec.finetune, seed=spec.seed, epochs=final_epochs, device=device,
                      progress=progress, desc=f"{spec.method} finetune", checkpoint=workdir / "finetune.ckpt")
         pruned, finetune_time = result.model, result.seconds
+        task.images_seen += result.images
         log.curve("finetune", result.history)
     record = measure_record(base, pruned, data, example, spec, acc_pruned, prune_time, finetune_time, log, workdir)
-    return {**record, "acc_val_pruned": acc_val_pruned}
+    record.update({"epochs_used": task.epochs_used, "budget_epochs": float(budget),
+                   "budget_met": float(task.epochs_used <= budget + BUDGET_SLACK)})
+    for key, ref in task.references.items():  # e.g. RLS's own unpruned net: a second Δacc reference
+        record[f"acc_{key}"] = evaluate(ref, data.test, data.info, device=device)[1]
+    record["acc_val_pruned"] = acc_val_pruned
+    return record
 
 
 def measure_record(base: nn.Module, pruned: nn.Module, data: Data, example: torch.Tensor, spec: RunSpec,

@@ -59,6 +59,7 @@ class FitResult:
     model: nn.Module
     history: list[dict]
     seconds: float
+    images: int = 0  # training images seen (the budget is counted in images / train size)
 
 
 def default_device() -> str:
@@ -155,7 +156,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, *, seed: int, epochs: in
     # Hooks see train and validation only: the test split is for the reported numbers.
     ctx = FitContext(model=model, optimizer=make_optimizer(model), cfg=cfg,
                      data=Data(data.info, data.train, data.val, None), device=device, make_optimizer=make_optimizer)
-    start_epoch = 0
+    start_epoch, images = 0, 0
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt and ckpt.exists():
         state = torch.load(ckpt, weights_only=False, map_location=device)
@@ -166,6 +167,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, *, seed: int, epochs: in
         gen.set_state(state["gen"])
     n_train = len(data.train)
     ctx.steps_per_epoch = max(1, n_train // cfg.batch_size) if n_train >= cfg.batch_size else 1
+    images = start_epoch * ctx.steps_per_epoch * min(cfg.batch_size, n_train)  # resumed: epochs already trained
     total_steps = max(1, epochs * ctx.steps_per_epoch)
     fn = loss_fn(loss)
     t0 = time.perf_counter()
@@ -203,6 +205,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, *, seed: int, epochs: in
                 h.on_step_end(ctx)
             running += ctx.loss.item() * len(y)
             seen += len(y)
+            images += len(y)
             ctx.step += 1
             bar.update(1)
             if ctx.step % 20 == 0:
@@ -225,4 +228,4 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, *, seed: int, epochs: in
     for h in hooks:
         h.on_fit_end(ctx)
     ctx.model.to(memory_format=torch.contiguous_format)
-    return FitResult(ctx.model, ctx.history, time.perf_counter() - t0)
+    return FitResult(ctx.model, ctx.history, time.perf_counter() - t0, images)

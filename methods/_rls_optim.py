@@ -100,6 +100,8 @@ class RLS(torch.optim.Optimizer):
     (`anneal=False` keeps η fixed). P lives in `state[weight]['P']`, so `state_dict()` saves it.
     Only training-mode forwards with grad enabled update the statistics; `step()` consumes
     them. Call `remove_hooks()` before dropping the optimizer of a model that lives on.
+    `weight_decay`: L2 on every multi-dimensional weight (the harness recipe's rule); for RLS
+    weights it is added to G before the P-preconditioned step, as SGD adds it to the gradient.
     """
 
     def __init__(self, model: nn.Module, lr: float = 1.0, *, lam: float = 1.0, alpha: float = 1.0,
@@ -122,7 +124,7 @@ class RLS(torch.optim.Optimizer):
             mod = found[name]
             params = [mod.weight] + ([mod.bias] if bias_in_p and mod.bias is not None else [])
             covered.update(id(p) for p in params)
-            groups.append({"params": params, "kind": "rls", "layer": name, "lr": lr})
+            groups.append({"params": params, "kind": "rls", "layer": name, "lr": lr, "weight_decay": weight_decay})
         rest = [p for p in model.parameters() if id(p) not in covered and p.requires_grad]
         if rest:
             groups.append({"params": rest, "kind": "sgd", "lr": first_order_lr, "momentum": momentum,
@@ -236,6 +238,8 @@ class RLS(torch.optim.Optimizer):
         state = self.state[w]
         state["P"] = P = self._update_P(state["P"], stats)
         cols = [w.grad.reshape(len(w), -1)]
+        if group["weight_decay"]:  # L2 on the weight (not the bias), preconditioned like the loss gradient
+            cols[0] = cols[0] + group["weight_decay"] * w.reshape(len(w), -1)
         if len(group["params"]) > 1:
             cols.append(group["params"][1].grad.reshape(-1, 1))
         G = torch.cat(cols, 1).to(P.dtype)
@@ -251,7 +255,8 @@ class RLS(torch.optim.Optimizer):
         for p in group["params"]:
             if p.grad is None:
                 continue
-            d_p = p.grad if group["weight_decay"] == 0 else p.grad.add(p, alpha=group["weight_decay"])
+            wd = group["weight_decay"] if p.ndim > 1 else 0.0  # the recipe's rule: no decay on BN and biases
+            d_p = p.grad if wd == 0 else p.grad.add(p, alpha=wd)
             if group["momentum"]:
                 buf = self.state[p].get("momentum_buffer")
                 if buf is None:

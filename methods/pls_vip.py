@@ -17,12 +17,17 @@ repeats score -> cut -> fine-tune for `pruning.rounds` = the paper's K iteration
    score is the group VIP sqrt(mean_m VIP_m^2) over the members' columns, which keeps the VIP
    scale (and the "VIP < 1 = below average" reading) instead of inventing a new one.
 
-Global threshold (paper step 4: remove every allowed filter with VIP <= theta, network-wide): the
-harness turns scores into keep-lists. VIPs share one network-wide scale, so the method declares
-`comparable_scores = True` and the driver's `ranking: global` then removes channels in raw-VIP
-order, i.e. by one global threshold theta, which the driver picks to hit the MACs/params target
-(deviation: the paper picks theta for a fraction p of *filters*). Use the grid's `ranking: global`
-for the paper's rule; under `per_layer` every unit loses the same share in VIP order. Deviation:
+Paper protocol by default (`pruning_defaults`, which override the grid's `pruning:`; a variant's
+own `pruning:` overrides them, e.g. `pls_vip@per_layer: {pruning: {ranking: per_layer, rounds: 1}}`):
+- global threshold (paper step 4: remove every allowed filter with VIP <= theta, network-wide):
+  VIPs share one network-wide scale, so the method declares `comparable_scores = True` and the
+  driver's `ranking: global` removes channels in raw-VIP order, i.e. by one global threshold theta,
+  which the driver picks to hit the MACs/params target (deviation: the paper picks theta for a
+  fraction p of *filters*);
+- K = `PAPER_ROUNDS` = 8 iterations of (score, cut, fine-tune), the README's iteration count for
+  ResNet-56 at ~50 % FLOPs (52.56 % after 8); the harness splits the one fine-tune budget over
+  the rounds (`runner.finetune_split`), so K rounds cost what one-shot costs.
+Under `per_layer` every unit loses the same share in VIP order. Deviation:
 where the paper skips a layer that theta would empty, the driver keeps max(1, (1 - max_layer_prune)
 x size) channels of it and goes on removing elsewhere.
 
@@ -33,7 +38,7 @@ conv (the VGG rule of the paper's code); ResNet block-internal convs only is the
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import ClassVar, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -45,6 +50,7 @@ from bench.registry import register
 from bench.surgery import Unit, output_layer
 
 POOLINGS = ("max", "avg")
+PAPER_ROUNDS = 8  # methods.md §2: K iterations; README row ResNet-56 / CIFAR-10 at 52.56 % FLOPs = iteration 8
 LAYER_RULES = ("all", "paper")
 
 
@@ -130,6 +136,7 @@ class PLSVIP(ScoreMethod):
     name = "pls_vip"
     summary = "VIP of each filter's pooled activation in a PLS model of the labels (Jordao et al.)"
     comparable_scores = True
+    pruning_defaults: ClassVar[dict] = {"ranking": "global", "rounds": PAPER_ROUNDS}
 
     def __init__(self, samples: int = 10000, components: int = 2, pooling: str = "max", layers: str = "all",
                  batch_size: int = 256):

@@ -1,11 +1,11 @@
 """Try-and-learn RL pruning agents (Huang, Zhou, You, Neumann, WACV 2018, arXiv 1801.07365; methods.md §4).
 
-One agent per prunable unit, front to back. The agent reads the unit's filters (weights reshaped
+One agent per prunable unit. The agent reads the unit's filters (weights reshaped
 N x (C_in*k*k)) and outputs one keep probability per filter; REINFORCE with a mean-reward
 baseline over M sampled actions per update, T updates. Reward R = psi * phi with
 psi = (b - drop) / b and phi = log(N / kept); drop = accuracy loss in percentage points on a
 fixed validation subset, measured by *masking* the unit's output channels (after BN). Final
-action: keep filters with p > 0.5, surgery, a short fine-tune, next unit.
+action: keep filters with p > 0.5; that share of removed filters is the agent's allocation.
 
 Choices the paper does not fix or that this suite adds ([X] in methods.md):
 - Agent: a shared row-wise MLP over the (RMS-normalised) filters plus a free per-filter offset,
@@ -14,36 +14,39 @@ Choices the paper does not fix or that this suite adds ([X] in methods.md):
 - Advantages are (R - mean R) / std R per update: the mean baseline of the paper, rescaled.
   Without the rescaling, the large negative rewards of early over-pruned samples drove every
   filter (also useless ones) to p ~ 1 before the small gains of dropping useless ones showed.
-- `drop` is measured against the *current* model (earlier units already pruned and fine-tuned),
-  so b bounds each unit's own loss rather than the cumulative one.
+- Every agent searches on the same unpruned model (deviation: the paper prunes and fine-tunes
+  after each layer, front to back), so `drop` bounds each unit's own loss and no unit's
+  allocation depends on the order of the search (agents are seeded by unit name).
 - Masking is done by re-running only the part of the traced graph (torch.fx) downstream of the
   unit's post-BN outputs, from activations cached once per unit, for all new actions of an update
   in one batch; identical actions are evaluated once (memoised). Same numbers as the pruned net.
-- Meeting the grid target (logged as param `rl/target_rule`, "cap+trim: ..."): a unit whose action
-  would overshoot the target only loses its lowest-probability filters, just enough to reach it
-  (`task.plan` on that unit); units are searched only while the target is not met; if all units
-  are done and it still is not, `task.plan` trims the rest using the keep probabilities as scores.
-- Budget: `needs_finetune = False`; the method spends exactly `task.finetune_epochs` itself:
-  `layer_finetune_epochs` of them as plain SGD steps at the fine-tune LR, split over the gaps
-  between units, and the rest with the ordinary fine-tune recipe at the end (`task.train`).
-  Consequence in the results: acc_pruned is already fine-tuned, prune_time_s includes the
-  fine-tune and finetune_time_s is 0.
+- Meeting the grid target: the agents' allocations r_u (removed shares, each at most
+  `max_layer_prune`, the floor every path keeps) are scaled jointly, r_u -> min(s * r_u,
+  max_layer_prune), with the s that hits the target (`allocation_scores` + the harness planner's
+  global threshold). Inside a unit the lowest-probability filters go first (`fill: agent`), or
+  the lowest-L1 ones (`fill: l1`, the ablation "same allocation, L1 filling").
+- Budget: no training of its own; the harness fine-tunes the pruned net for the whole fine-tune
+  budget (`needs_finetune`), so acc_pruned is measured before any fine-tune.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
-from typing import Iterator
+import zlib
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
 from bench.api import FullMethod, Target, Task
-from bench.datasets import batches, normalize
+from bench.datasets import normalize
+from bench.driver import plan_keep
 from bench.errors import ConfigError
 from bench.registry import register
-from bench.training import sgd
+
+FILLS = ("agent", "l1")
+MIN_SHARE = 1e-3  # allocation of a unit whose agent kept every filter: cut last, if at all
 
 
 def reward(drop_pp: torch.Tensor, kept: torch.Tensor, n: int, b: float) -> torch.Tensor:
@@ -185,24 +188,24 @@ def unit_filters(model: nn.Module, unit) -> torch.Tensor:
 class RLAgent(FullMethod):
     name = "rl_agent"
     summary = "per-layer REINFORCE agents, reward (b-drop)/b*log(N/kept) (Huang et al. 2018)"
-    needs_finetune = False  # it spends task.finetune_epochs itself: between units, then at the end
+    needs_finetune = True  # the harness fine-tunes the pruned net with the whole fine-tune budget
 
     def __init__(self, b: float = 2.0, samples: int = 16, updates: int = 40, lr: float = 0.05,
-                 init_keep: float = 0.9, eval_size: int = 1000, layer_finetune_epochs: int = 1):
-        values = dict(b=b, samples=samples, updates=updates, lr=lr, init_keep=init_keep, eval_size=eval_size,
-                      layer_finetune_epochs=layer_finetune_epochs)
+                 init_keep: float = 0.9, eval_size: int = 1000, fill: str = "agent"):
+        if fill not in FILLS:
+            raise ConfigError(f"rl_agent.fill: '{fill}' is unknown; allowed: {', '.join(FILLS)}")
+        values = dict(b=b, samples=samples, updates=updates, lr=lr, init_keep=init_keep, eval_size=eval_size)
         rules = {"b": (lambda v: v > 0, "> 0 (accuracy points)"),
                  "samples": (lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
                  "updates": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
                  "lr": (lambda v: v > 0, "> 0"),
                  "init_keep": (lambda v: 0 < v < 1, "in (0, 1)"),
-                 "eval_size": (lambda v: isinstance(v, int) and v >= 10, "an integer >= 10"),
-                 "layer_finetune_epochs": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")}
+                 "eval_size": (lambda v: isinstance(v, int) and v >= 10, "an integer >= 10")}
         for k, (ok, allowed) in rules.items():
             if not ok(values[k]):
                 raise ConfigError(f"rl_agent.{k}: {values[k]!r} is invalid; allowed: {allowed}")
         self.b, self.samples, self.updates, self.lr = float(b), samples, updates, float(lr)
-        self.init_keep, self.eval_size, self.layer_finetune_epochs = float(init_keep), eval_size, layer_finetune_epochs
+        self.init_keep, self.eval_size, self.fill = float(init_keep), eval_size, fill
 
     # -- the search for one unit ---------------------------------------------------------------
     def search(self, model: nn.Module, unit, task: Task, xs: list[torch.Tensor], ys: list[torch.Tensor],
@@ -242,91 +245,33 @@ class RLAgent(FullMethod):
 
     # -- the whole method ----------------------------------------------------------------------
     def prune(self, model: nn.Module, task: Task, target: Target) -> nn.Module:
-        """Search, prune and fine-tune unit by unit (front to back), then the final fine-tune."""
+        """Every unit's agent searches on the unpruned model; their allocations are scaled jointly to
+        the target (`allocation_scores`) and filled by agent probability or L1; the harness fine-tunes."""
         t0 = time.perf_counter()
         val = task.data.val.subset(self.eval_size, task.seed)
         xs = [normalize(val.x[i:i + 1000], task.data.info).to(task.device) for i in range(0, len(val), 1000)]
         ys = [val.y[i:i + 1000].to(task.device) for i in range(0, len(val), 1000)]
-        measure = task.macs if target.kind == "macs" else task.params
-        full = measure(model)
-        names = list(task.units(model))
-        ft = task.spec.finetune
-        gap_epochs = min(self.layer_finetune_epochs, max(task.finetune_epochs - 1, 0))
-        steps_per_epoch = max(1, len(task.data.train) // ft.batch_size)
-        gap_steps_left = gap_epochs * steps_per_epoch
-        stream = self._train_stream(task)
-        scores: dict[str, torch.Tensor] = {}
-        rule, search_s = "cap+trim: target reached by the agents", 0.0
-        for i, name in enumerate(names):
-            done = 1 - measure(model) / full
-            if done >= target.reduction - target.tolerance:
-                break  # target met: the remaining units stay whole
-            if i > 0 and gap_steps_left:
-                steps = gap_steps_left // (len(names) - i)
-                self._finetune(model, task, steps, stream)
-                gap_steps_left -= steps
-            unit = task.units(model)[name]
+        units = task.units(model)
+        maxp = task.spec.pruning.max_layer_prune
+        removed, order = {}, {}
+        for name in sorted(units):  # each search sees the same unpruned model: no unit waits for another
+            unit = units[name]
             s0 = time.perf_counter()
-            probs, ref = self.search(model, unit, task, xs, ys, task.seed + i)
-            search_s += time.perf_counter() - s0
-            task.log_metric(f"rl/{name}/search_s", time.perf_counter() - s0)
+            probs, ref = self.search(model, unit, task, xs, ys, task.seed + zlib.crc32(name.encode()) % 10_000)
             keep = final_action(probs)
-            goal = self._relative(target, done)
-            pruned = task.prune_channels(model, {name: keep.nonzero().flatten().tolist()})
-            if 1 - measure(pruned) / measure(model) > goal.reduction + goal.tolerance:
-                # the agent would overshoot: remove only its least wanted filters, up to the target
-                plan = task.plan(model, {name: probs}, goal)
-                keep = torch.zeros(unit.size, dtype=torch.bool)
-                keep[plan.keep.get(name, list(range(unit.size)))] = True
-                pruned = task.prune_channels(model, {name: keep.nonzero().flatten().tolist()})
-                rule = f"cap+trim: capped at {name}"
-            model = pruned
-            scores[name] = probs[keep]
-            task.log_param(f"rl/{name}/kept", f"{int(keep.sum())}/{unit.size}")
+            removed[name] = min(maxp, 1 - float(keep.sum()) / unit.size)  # the agent's allocation, floor kept
+            order[name] = probs if self.fill == "agent" else _l1(model, unit)
+            task.log_param(f"rl/{name}/agent_kept", f"{int(keep.sum())}/{unit.size}")
             task.log_metric(f"rl/{name}/ref_acc", ref)
-        done = 1 - measure(model) / full
-        if done < target.reduction - target.tolerance:
-            goal = self._relative(target, done)
-            plan = task.plan(model, scores, goal)
-            model = task.prune_channels(model, plan.keep)
-            rule = f"cap+trim: trimmed {done:.3f} -> {1 - measure(model) / full:.3f} by task.plan on keep probabilities"
-        if gap_steps_left:  # gaps skipped once the target was met: spend their share before the final fine-tune
-            self._finetune(model, task, gap_steps_left, stream)
-        task.log_param("rl/target_rule", rule)
-        task.log_param("rl/layer_finetune_epochs", gap_epochs)
-        task.log_metric("rl/search_s", search_s)
-        task.log_metric("rl/prune_phase_s", time.perf_counter() - t0)
-        final_epochs = task.finetune_epochs - gap_epochs
-        if final_epochs > 0:
-            model = task.train(model, final_epochs, desc="finetune").model
-        return model
-
-    @staticmethod
-    def _relative(target: Target, done: float) -> Target:
-        """The target restated relative to a model that already has `done` of the reduction."""
-        rest = 1 - done
-        return Target(target.kind, 1 - (1 - target.reduction) / rest, target.tolerance / rest)
-
-    @staticmethod
-    def _train_stream(task: Task) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Endless shuffled fine-tune batches (fresh permutation each pass, seeded by the run)."""
-        cfg = task.spec.finetune
-        gen = torch.Generator().manual_seed(task.seed)
-        while True:
-            yield from batches(task.data.train, task.data.info, cfg.batch_size, shuffle=True,
-                               augment_data=cfg.augment, gen=gen, device=task.device, drop_last=True)
-
-    @staticmethod
-    def _finetune(model: nn.Module, task: Task, steps: int, stream) -> None:
-        """A short fine-tune between units: `steps` SGD steps of the fine-tune recipe at its base LR."""
-        opt = sgd(model, task.spec.finetune)
-        model.train()
-        for _ in range(steps):
-            x, y = next(stream)
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-        model.eval()
+            task.log_metric(f"rl/{name}/search_s", time.perf_counter() - s0)
+        scores = allocation_scores(removed, order)
+        cfg = dataclasses.replace(task.spec.pruning, ranking="global")
+        plan = plan_keep(model, task.example, scores, target, cfg, comparable=True)
+        for name, unit in units.items():
+            task.log_param(f"rl/{name}/kept", f"{len(plan.keep.get(name, range(unit.size)))}/{unit.size}")
+        task.log_param("rl/fill", self.fill)
+        task.log_metric("rl/search_s", time.perf_counter() - t0)
+        return task.prune_channels(model, plan.keep)
 
     @classmethod
     def extra_cost_s(cls, spec) -> float | None:
@@ -339,3 +284,22 @@ class RLAgent(FullMethod):
         m = cls(**dict(spec.method_args))
         units = unit_count(spec.model, spec.model_args, DATASETS[spec.dataset].shape, spec.pruning.include_coupled)
         return forward_seconds(spec, units * m.updates * m.samples * min(m.eval_size, spec.val_size) * 0.5)
+
+
+def _l1(model: nn.Module, unit) -> torch.Tensor:
+    """L1 norm of each channel's filters, summed over the unit's members (the `fill: l1` ablation)."""
+    return unit_filters(model, unit).abs().sum(1)
+
+
+def allocation_scores(removed: dict[str, float], order: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Scores under which one global threshold removes the share s * removed[u] of every unit u:
+    the k-th channel to go (by `order`, low first) of unit u scores k / (N_u * r_u), so lowering the
+    threshold scales all agents' allocations jointly. r_u >= MIN_SHARE keeps a unit whose agent
+    kept everything last in line (removed only if the target cannot be met otherwise)."""
+    out = {}
+    for name, o in order.items():
+        n, r = len(o), max(removed[name], MIN_SHARE)
+        rank = torch.empty(n, dtype=torch.float64)
+        rank[torch.argsort(o.double(), stable=True)] = torch.arange(1, n + 1, dtype=torch.float64)
+        out[name] = rank / (n * r)
+    return out

@@ -41,6 +41,11 @@ final validation accuracy:
 - MSE: the softmax no longer damps the curvature, so η > 1 overshoots the least-squares step:
   α = 1e-3, η = 1 with the bias in P (97.20 %; 95.62 % with biases on SGD at lr 0.05; η = 2 or
   α = 3e-3 diverged). MSE stays ~1 pp behind CE at this budget.
+Those picks were made without weight decay; RLS now trains with the recipe's weight decay (L2 on
+every weight, through the P-preconditioned step), as every other method does.
+Δacc has two references: the SGD base (harness) and RLS's own net just before its first cut
+(`rls.acc_val_unpruned`; its test accuracy is measured by the harness as `acc_rls_unpruned`
+from `task.save_reference`), or the `rls@no_prune` variant trained over the same budget.
 """
 from __future__ import annotations
 
@@ -102,8 +107,9 @@ def channel_scores(weight: torch.Tensor, P: torch.Tensor, channels: int, form: s
     return out
 
 
-def unit_scores(model: nn.Module, opt: RLS, units: dict, form: str) -> dict[str, torch.Tensor]:
-    """{unit root: per-channel score}, summed over every consumer of the unit (residual groups)."""
+def unit_scores(model: nn.Module, opt: RLS, units: dict, form: str, use_p: bool = True) -> dict[str, torch.Tensor]:
+    """{unit root: per-channel score}, summed over every consumer of the unit (residual groups).
+    `use_p=False` scores with P replaced by I (a weight-magnitude score: the `rls@no_p` ablation)."""
     modules = dict(model.named_modules())
     scores = {}
     for name, unit in units.items():
@@ -111,7 +117,10 @@ def unit_scores(model: nn.Module, opt: RLS, units: dict, form: str) -> dict[str,
         for consumer in unit.consumers:
             if consumer not in opt.layers:
                 raise ValueError(f"consumer '{consumer}' of unit '{name}' has no RLS state (grouped conv?)")
-            total += channel_scores(modules[consumer].weight, opt.get_P(consumer), unit.size, form)
+            P = opt.get_P(consumer)
+            if not use_p:
+                P = torch.eye(len(P), dtype=P.dtype, device=P.device)
+            total += channel_scores(modules[consumer].weight, P, unit.size, form)
         scores[name] = total
     return scores
 
@@ -180,9 +189,10 @@ class PruneOnRecovery(Hook):
         epoch, h = ctx.epoch + 1, ctx.history[-1]
         if epoch < self.first:
             return
-        if self.ref is None:
-            self.task.log_metric("acc_rls_base_val", h["val_acc"])
-            self.task.log_metric("loss_rls_base_val", h["val_loss"])
+        if self.ref is None:  # the net RLS trained, just before its first cut: Δacc's second reference
+            self.task.log_metric("rls.acc_val_unpruned", h["val_acc"])
+            self.task.log_metric("rls.loss_val_unpruned", h["val_loss"])
+            self.task.save_reference("rls_unpruned", self._snapshot(ctx))
             recovered = True
         else:
             recovered = self._recovered(h)
@@ -236,7 +246,7 @@ class PruneOnRecovery(Hook):
     def _prune(self, ctx: FitContext, epoch: int, forced: bool) -> None:
         model, opt = ctx.model, ctx.optimizer
         units = self.task.units(model)
-        scores = unit_scores(model, opt, units, self.m.score)
+        scores = unit_scores(model, opt, units, self.m.score, self.m.use_p)
         keep = self._plan(model, units, scores, forced)
         if not keep:
             return
@@ -276,7 +286,9 @@ class RLSPrune(FullMethod):
     score diag|block; shrink schur|submatrix; recovery_epochs (target mode: epochs left after the
     forced cut); rollback (adaptive mode); dtype float64|float32; eps (P diagonal
     floor); anneal (η follows the harness LR schedule); sgd_lr (first-order params; None = the
-    pretrain recipe's lr).
+    pretrain recipe's lr); use_p (False: score with P = I, the `rls@no_p` ablation); prune (False:
+    train the whole budget without cuts, the `rls@no_prune` reference).
+    Weight decay: the pretrain recipe's (5e-4), on every weight, as for every other method.
     """
 
     name = "rls"
@@ -288,7 +300,8 @@ class RLSPrune(FullMethod):
                  alpha: float | None = None, update: str = "average", epochs_before_prune: int = 2,
                  ratio: float = 0.2, criterion: str = "val_loss", score: str = "diag", shrink: str = "schur",
                  recovery_epochs: int = 1, rollback: bool = True, bias_in_p: bool | None = None,
-                 dtype: str = "float64", eps: float = 1e-12, anneal: bool = False, sgd_lr: float | None = None):
+                 dtype: str = "float64", eps: float = 1e-12, anneal: bool = False, sgd_lr: float | None = None,
+                 use_p: bool = True, prune: bool = True):
         _choice("mode", mode, ("target", "adaptive"))
         _choice("loss", loss, tuple(LOSS_DEFAULTS))
         defaults = LOSS_DEFAULTS[loss]
@@ -309,12 +322,15 @@ class RLSPrune(FullMethod):
             raise ConfigError(f"rls.ratio: fraction of a unit cut per event, in (0, 1); got {ratio}")
         if epochs_before_prune < 1 or recovery_epochs < 0:
             raise ConfigError("rls.epochs_before_prune must be >= 1 and rls.recovery_epochs >= 0")
+        if not isinstance(use_p, bool) or not isinstance(prune, bool):
+            raise ConfigError(f"rls.use_p and rls.prune: expected true/false, got {use_p!r}, {prune!r}")
         if sgd_lr is not None and not sgd_lr > 0:
             raise ConfigError(f"rls.sgd_lr: must be > 0 or null, got {sgd_lr}")
         self.mode, self.loss, self.lr, self.lam, self.alpha, self.update = mode, loss, lr, lam, alpha, update
         self.epochs_before_prune, self.ratio, self.criterion = epochs_before_prune, ratio, criterion
         self.score, self.shrink, self.recovery_epochs, self.rollback = score, shrink, recovery_epochs, rollback
         self.bias_in_p, self.dtype, self.eps, self.anneal, self.sgd_lr = bias_in_p, dtype, eps, anneal, sgd_lr
+        self.use_p, self.do_prune = use_p, prune
 
     def make_optimizer(self, task: Task):
         """The optimizer factory the training loop calls (again after every cut)."""
@@ -326,6 +342,7 @@ class RLSPrune(FullMethod):
             return RLS(model, self.lr, lam=self.lam, alpha=self.alpha, mode=self.update, bias_in_p=self.bias_in_p,
                        sum_scale=0.5 if self.loss == "mse" else 1.0, first_order_lr=self.sgd_lr or cfg.lr,
                        momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                       weight_decay=cfg.weight_decay,
                        dtype=DTYPES[self.dtype], eps=self.eps, anneal=self.anneal)
         return make
 
@@ -334,9 +351,11 @@ class RLSPrune(FullMethod):
         for key in ("lr", "alpha", "bias_in_p"):  # as resolved from the per-loss defaults
             task.log_param(f"rls/{key}", getattr(self, key))
         total = task.total_epochs
-        hook = PruneOnRecovery(self, task, total)
-        result = task.train(model, total, hooks=[hook], make_optimizer=self.make_optimizer(task), loss=self.loss,
+        hooks = [PruneOnRecovery(self, task, total)] if self.do_prune else []
+        result = task.train(model, total, hooks=hooks, make_optimizer=self.make_optimizer(task), loss=self.loss,
                             desc="rls", from_scratch=True)
+        if not self.do_prune:  # rls@no_prune: the final net is RLS's own unpruned reference
+            task.log_metric("rls.acc_val_unpruned", result.history[-1]["val_acc"])
         return result.model
 
     # -- report (bench.api.Method.report_extras) ---------------------------------------------------
@@ -373,7 +392,7 @@ class RLSPrune(FullMethod):
                     y = 100 * after[k] if k in after.index else np.interp(epoch, acc["step"], 100 * acc["value"])
                     ax.axvline(epoch, color=color, alpha=0.35, lw=1)
                     ax.plot([epoch], [y], "v", color="black", ms=6, label="prune event (acc. right after the cut)")
-            for col, label, ls in (("acc_rls_base_val", "RLS-trained net before the first cut (val)", "--"),
+            for col, label, ls in (("rls.acc_val_unpruned", "RLS-trained net before the first cut (val)", "--"),
                                    ("pretrain/val_acc", "SGD base (val)", ":")):
                 if col in g and g[col].notna().any():
                     ax.axhline(100 * float(g[col].mean()), color="0.45", ls=ls, lw=1, label=label)

@@ -154,7 +154,7 @@ def test_centripetal_training_on_mnist_collapses_clusters_and_merges_without_los
     base = models.build("lenet5", 1, 28)
     models.init_weights(base)
     base = fit(base, mnist_small, task.spec.pretrain, seed=0, device="cpu", progress=False).model
-    method = CSGD()
+    method = CSGD(epsilon="auto")  # the csgd@fast_eps variant: sized to collapse within one epoch
     units, clusters = method.plan_clusters(base, task, task.target)
     trained, hook = method.train(copy.deepcopy(base), task, units, clusters)
     merged = merge(trained, units, clusters, task.example)
@@ -167,3 +167,33 @@ def test_centripetal_training_on_mnist_collapses_clusters_and_merges_without_los
     assert abs(acc_trained - acc_merged) <= 0.001
     assert acc_merged > 0.9
     assert abs(1 - task.macs(merged) / task.macs(base) - 0.5) <= task.target.tolerance
+
+
+def test_epsilon_defaults_to_the_papers_unless_set():
+    from methods.csgd import PAPER_EPSILON
+
+    assert PAPER_EPSILON == 3e-3 and CSGD().epsilon == 3e-3
+    assert CSGD(epsilon="auto").epsilon == "auto" and CSGD(epsilon=0.05).epsilon == 0.05
+
+
+def test_relative_spread_before_merge_by_hand():
+    """Filters [1, 0] and [3, 0] in one cluster: mean [2, 0], RMS distance 1, relative 0.5; a singleton is not counted."""
+    m = nn.Sequential(nn.Linear(2, 3, bias=False))
+    with torch.no_grad():
+        m[0].weight.copy_(torch.tensor([[1.0, 0.0], [3.0, 0.0], [5.0, 5.0]]))
+    units = {"0": type("U", (), {"members": ["0"], "others": [], "size": 3, "name": "0"})()}
+    hook = Centripetal(tie(m, units, {"0": [[0, 1], [2]]}, 0.1, 0.1, 0.0), lambda *a: None)
+    assert hook.relative_spreads(m).tolist() == pytest.approx([0.5])
+    with torch.no_grad():
+        m[0].weight[1] = m[0].weight[0]
+    assert hook.relative_spreads(m).tolist() == [0.0]
+
+
+def test_prune_logs_cluster_distance_before_merge_and_the_epsilon_used(mnist_small, task_for):
+    task = task_for(mnist_small, method="csgd", target=0.5, finetune_epochs=0)
+    CSGD(clustering="even").prune(models.build("lenet5", 1, 28), task, task.target)
+    logged = task.memory_logger.metrics
+    (_, mx), = logged["csgd.cluster_dist_before_merge_max"]
+    (_, mean), = logged["csgd.cluster_dist_before_merge_mean"]
+    assert task.memory_logger.params["csgd.epsilon_used"] == "0.003"
+    assert mx >= mean > 0.1  # untrained random filters: far from identical, so the merge is lossy

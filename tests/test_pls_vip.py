@@ -206,3 +206,17 @@ def test_coupled_units_get_group_scores(mnist_small, task_for):
 def test_bad_options_name_the_field(args, field):
     with pytest.raises(ConfigError, match=field):
         PLSVIP.validate_args(args)
+
+
+def test_default_cells_run_the_paper_protocol_global_threshold_and_k_rounds():
+    """The grid's per-layer one-shot is overridden by PLS's paper protocol; other methods keep the grid's."""
+    from bench.config import from_dict
+    from methods.pls_vip import PAPER_ROUNDS
+
+    grid = from_dict({"methods": {"pls_vip": {}, "magnitude": {}}, "pruning": {"ranking": "per_layer", "rounds": 1},
+                      "datasets": {"mnist": {"models": ["lenet5"]}}})
+    specs = {s.method: s for s in grid.expand()}
+    assert PAPER_ROUNDS == 8
+    assert (specs["pls_vip"].pruning.ranking, specs["pls_vip"].pruning.rounds) == ("global", 8)
+    assert (specs["magnitude"].pruning.ranking, specs["magnitude"].pruning.rounds) == ("per_layer", 1)
+    assert specs["pls_vip"].pruning.max_layer_prune == grid.pruning.max_layer_prune  # the rest stays the grid's

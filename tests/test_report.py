@@ -252,7 +252,7 @@ def test_reproduction_grades_only_runs_with_the_papers_protocol():
 def test_rls_prune_events_come_from_the_plugins_report_extras_hook(tmp_path):
     from methods.rls import RLSPrune
 
-    runs = fake_runs([{"method": "rls", "seed": s, "acc_rls_base_val": 0.95} for s in (0, 1)])
+    runs = fake_runs([{"method": "rls", "seed": s, "rls.acc_val_unpruned": 0.95} for s in (0, 1)])
     runs.attrs["curves"] = pd.DataFrame(
         [(f"m{s}", "rls/val_acc", e, 0.9 + 0.01 * e, 10) for s in (0, 1) for e in range(1, 7)]
         + [("m0", "rls/prune_epoch", 1, 2.0, 10), ("m0", "rls/prune_epoch", 2, 4.0, 10),

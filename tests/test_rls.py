@@ -271,7 +271,7 @@ def test_adaptive_schedule_cuts_only_after_recovery_and_keeps_a_recovered_final_
     hook, ctx = _schedule(task, RLSPrune(mode="adaptive", epochs_before_prune=2), 6)
     assert _epoch(hook, ctx, 1, 0.5) == 0           # before E0
     assert _epoch(hook, ctx, 2, 0.4) == 1           # E0: reference recorded, first cut
-    assert task.memory_logger.metrics["acc_rls_base_val"][0][1] == 0.9
+    assert task.memory_logger.metrics["rls.acc_val_unpruned"][0][1] == 0.9
     assert '"features.3": 13' in task.memory_logger.params["rls/event1"]  # r = 0.2 of 16 filters cut
     assert ctx.model.classifier[1].out_features == 96
     assert _epoch(hook, ctx, 3, 0.45) == 1          # not recovered: no cut
@@ -325,6 +325,66 @@ def test_rls_end_to_end_on_real_mnist_hits_target_and_learns(mnist_small, task_f
     assert abs(1 - task.macs(pruned) / base_macs - 0.5) <= 0.015
     assert task.evaluate(pruned, "val")[1] > bar
     logged = task.memory_logger
-    assert logged.params["rls/mode"] == "target" and logged.metrics["acc_rls_base_val"][0][1] > bar
+    assert logged.params["rls/mode"] == "target" and logged.metrics["rls.acc_val_unpruned"][0][1] > bar
     assert not any(m._forward_pre_hooks for m in pruned.modules())
     torch.save(pruned, io.BytesIO())  # the harness pickles the result
+
+
+def test_no_p_changes_the_keep_list_on_a_layer_with_correlated_inputs():
+    """Channels 0 and 1 carry almost the same signal (rho ~ 0.99), channel 2 an independent one.
+    Their consumer weighs channel 2 least (0.8 vs 1.0), so |W|^2 alone cuts channel 2; with P, the
+    redundant channels have ~50x larger P_jj (inverse autocorrelation), so RLS cuts one of them."""
+    model = nn.Sequential(nn.Linear(3, 3, bias=False), nn.Linear(3, 2, bias=False)).double()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0.1, 0.0], [1.0, -0.1, 0.0], [0.0, 0.0, 1.0]]))
+        model[1].weight.copy_(torch.tensor([[1.0, 1.0, 0.8], [1.0, 1.0, 0.8]]))
+    model[0].weight.requires_grad_(False)  # a fixed producer: only the consumer's P is under test
+    opt = RLS(model, 1e-9, alpha=1.0, mode="exact", layers=["1"])  # tiny eta: W stays as set, P learns R
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        opt.zero_grad()
+        model(torch.randn(64, 3, generator=g, dtype=torch.float64)).pow(2).sum().backward()
+        opt.step()
+    unit = type("U", (), {"size": 3, "consumers": ["1"]})()
+    P = opt.get_P("1")
+    assert P[0, 0] > 20 * P[2, 2]  # the correlated inputs are the redundant ones
+
+    def cut(use_p):  # the channel one cut removes
+        return int(torch.argmin(unit_scores(model, opt, {"0": unit}, "diag", use_p)["0"]))
+
+    assert cut(False) == 2 and cut(True) in (0, 1)
+    assert RLSPrune(use_p=False).use_p is False
+
+
+def test_weight_decay_is_l2_on_the_weights_through_the_rls_step():
+    """wd adds wd*W to the weight's gradient before preconditioning (never to the bias), and
+    RLSPrune trains with the recipe's weight decay like every other method."""
+    torch.manual_seed(0)
+    a, b = nn.Linear(4, 2).double(), nn.Linear(4, 2).double()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(8, 4, dtype=torch.float64)
+    oa = RLS(a, 0.5, alpha=0.1, weight_decay=0.01)
+    ob = RLS(b, 0.5, alpha=0.1)
+    for layer, opt in ((a, oa), (b, ob)):
+        opt.zero_grad()
+        layer(x).sum().backward()
+    b.weight.grad += 0.01 * b.weight.detach()
+    oa.step()
+    ob.step()
+    torch.testing.assert_close(a.weight, b.weight)
+    torch.testing.assert_close(a.bias, b.bias)
+
+
+def test_rls_trains_with_the_recipe_weight_decay_and_hands_its_unpruned_net_to_the_harness(mnist_small, task_for):
+    task = task_for(mnist_small, method="rls", pretrain_epochs=3, finetune_epochs=1)
+    model = models.build("lenet5", 1, 28)
+    opt = RLSPrune().make_optimizer(task)(model)
+    assert {g["weight_decay"] for g in opt.param_groups if g["kind"] == "rls"} == {task.spec.pretrain.weight_decay}
+    opt.remove_hooks()
+    hook, ctx = _schedule(task, RLSPrune(mode="adaptive", epochs_before_prune=2), 4)
+    _epoch(hook, ctx, 1, 0.5)
+    assert not task.references
+    _epoch(hook, ctx, 2, 0.4, val_acc=0.93)  # the epoch of the first cut: its net is the unpruned reference
+    assert task.memory_logger.metrics["rls.acc_val_unpruned"] == [(0, 0.93)]
+    ref = task.references["rls_unpruned"]
+    assert ref.classifier[1].out_features == 120 and ctx.model.classifier[1].out_features == 96
