@@ -33,19 +33,13 @@ conv (the VGG rule of the paper's code); ResNet block-internal convs only is the
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Annotated, Iterable, Literal, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from bench.api import ScoreMethod, Task
-from bench.errors import ConfigError
-from bench.registry import register
-from bench.surgery import Unit, output_layer
-
-POOLINGS = ("max", "avg")
-LAYER_RULES = ("all", "paper")
+from bench.api import Range, ScoreMethod, Task, Unit, output_layer, register
 
 
 def vip(x_scores: np.ndarray, x_weights: np.ndarray, y_loadings: np.ndarray) -> np.ndarray:
@@ -131,18 +125,9 @@ class PLSVIP(ScoreMethod):
     summary = "VIP of each filter's pooled activation in a PLS model of the labels (Jordao et al.)"
     comparable_scores = True
 
-    def __init__(self, samples: int = 10000, components: int = 2, pooling: str = "max", layers: str = "all",
-                 batch_size: int = 256):
-        if not isinstance(samples, int) or samples < 2:
-            raise ConfigError(f"pls_vip.samples: must be an integer >= 2, got {samples!r}")
-        if not isinstance(components, int) or components < 1:
-            raise ConfigError(f"pls_vip.components: must be an integer >= 1, got {components!r}")
-        if pooling not in POOLINGS:
-            raise ConfigError(f"pls_vip.pooling: '{pooling}' is unknown; allowed: {', '.join(POOLINGS)}")
-        if layers not in LAYER_RULES:
-            raise ConfigError(f"pls_vip.layers: '{layers}' is unknown; allowed: {', '.join(LAYER_RULES)}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"pls_vip.batch_size: must be an integer >= 1, got {batch_size!r}")
+    def __init__(self, samples: Annotated[int, Range(2)] = 10000, components: Annotated[int, Range(1)] = 2,
+                 pooling: Literal["max", "avg"] = "max", layers: Literal["all", "paper"] = "all",
+                 batch_size: Annotated[int, Range(1)] = 256):
         self.samples = samples
         self.components = components
         self.pooling = pooling
