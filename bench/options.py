@@ -108,14 +108,14 @@ def accepts(tp: Any, v: Any) -> bool:
 
 
 def describe(tp: Any) -> str:
-    """Human text of a declared type, e.g. `greedy | independent` or `float > 0 | null`."""
+    """Human text of a declared type, e.g. `greedy, independent` or `float > 0 or null`."""
     origin, args = _parts(tp)
     if tp is None or tp is type(None):
         return "null"
     if _is_union(origin):
-        return " | ".join(describe(a) for a in args)
+        return " or ".join(describe(a) for a in args)
     if origin is Literal:
-        return " | ".join(str(a) for a in args)
+        return ", ".join(str(a) for a in args)
     if origin is Annotated:
         base, *meta = args
         return " ".join([describe(base)] + [m.describe() for m in meta if isinstance(m, Range)])

@@ -31,19 +31,17 @@ Choices the paper does not fix or that this suite adds ([X] in methods.md):
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
-from typing import Iterator
+from typing import Annotated, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from bench.api import FullMethod, Target, Task
-from bench.datasets import batches, normalize
-from bench.errors import ConfigError
-from bench.registry import register
-from bench.training import sgd
+from bench.api import FullMethod, Range, Target, Task, register
+from methods._fx import bn_chain_end
 
 
 def reward(drop_pp: torch.Tensor, kept: torch.Tensor, n: int, b: float) -> torch.Tensor:
@@ -84,17 +82,7 @@ class Agent(nn.Module):
 
 def mask_points(model: nn.Module, gm: fx.GraphModule, unit) -> list[fx.Node]:
     """For each member layer of the unit, the last node of its conv/linear -> BN chain."""
-    mods = dict(model.named_modules())
-    points = []
-    for node in gm.graph.nodes:
-        if node.op == "call_module" and node.target in unit.members:
-            while len(node.users) == 1:
-                user = next(iter(node.users))
-                if user.op != "call_module" or not isinstance(mods.get(user.target), nn.modules.batchnorm._BatchNorm):
-                    break
-                node = user
-            points.append(node)
-    return points
+    return [bn_chain_end(gm, m) for m in unit.members]
 
 
 class MaskedEval:
@@ -187,20 +175,11 @@ class RLAgent(FullMethod):
     summary = "per-layer REINFORCE agents, reward (b-drop)/b*log(N/kept) (Huang et al. 2018)"
     needs_finetune = False  # it spends task.finetune_epochs itself: between units, then at the end
 
-    def __init__(self, b: float = 2.0, samples: int = 16, updates: int = 40, lr: float = 0.05,
-                 init_keep: float = 0.9, eval_size: int = 1000, layer_finetune_epochs: int = 1):
-        values = dict(b=b, samples=samples, updates=updates, lr=lr, init_keep=init_keep, eval_size=eval_size,
-                      layer_finetune_epochs=layer_finetune_epochs)
-        rules = {"b": (lambda v: v > 0, "> 0 (accuracy points)"),
-                 "samples": (lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
-                 "updates": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-                 "lr": (lambda v: v > 0, "> 0"),
-                 "init_keep": (lambda v: 0 < v < 1, "in (0, 1)"),
-                 "eval_size": (lambda v: isinstance(v, int) and v >= 10, "an integer >= 10"),
-                 "layer_finetune_epochs": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")}
-        for k, (ok, allowed) in rules.items():
-            if not ok(values[k]):
-                raise ConfigError(f"rl_agent.{k}: {values[k]!r} is invalid; allowed: {allowed}")
+    def __init__(self, b: Annotated[float, Range(0, lo_open=True)] = 2.0,  # accuracy points
+                 samples: Annotated[int, Range(2)] = 16, updates: Annotated[int, Range(1)] = 40,
+                 lr: Annotated[float, Range(0, lo_open=True)] = 0.05,
+                 init_keep: Annotated[float, Range(0, 1, lo_open=True, hi_open=True)] = 0.9,
+                 eval_size: Annotated[int, Range(10)] = 1000, layer_finetune_epochs: Annotated[int, Range(0)] = 1):
         self.b, self.samples, self.updates, self.lr = float(b), samples, updates, float(lr)
         self.init_keep, self.eval_size, self.layer_finetune_epochs = float(init_keep), eval_size, layer_finetune_epochs
 
@@ -245,9 +224,9 @@ class RLAgent(FullMethod):
         """Search, prune and fine-tune unit by unit (front to back), then the final fine-tune."""
         t0 = time.perf_counter()
         val = task.data.val.subset(self.eval_size, task.seed)
-        xs = [normalize(val.x[i:i + 1000], task.data.info).to(task.device) for i in range(0, len(val), 1000)]
+        xs = [task.normalize(val.x[i:i + 1000]) for i in range(0, len(val), 1000)]
         ys = [val.y[i:i + 1000].to(task.device) for i in range(0, len(val), 1000)]
-        measure = task.macs if target.kind == "macs" else task.params
+        measure = functools.partial(task.cost, kind=target.kind)
         full = measure(model)
         names = list(task.units(model))
         ft = task.spec.finetune
@@ -259,7 +238,7 @@ class RLAgent(FullMethod):
         rule, search_s = "cap+trim: target reached by the agents", 0.0
         for i, name in enumerate(names):
             done = 1 - measure(model) / full
-            if done >= target.reduction - target.tolerance:
+            if target.reached(done):
                 break  # target met: the remaining units stay whole
             if i > 0 and gap_steps_left:
                 steps = gap_steps_left // (len(names) - i)
@@ -271,7 +250,7 @@ class RLAgent(FullMethod):
             search_s += time.perf_counter() - s0
             task.log_metric(f"rl/{name}/search_s", time.perf_counter() - s0)
             keep = final_action(probs)
-            goal = self._relative(target, done)
+            goal = target.relative_to(done)
             pruned = task.prune_channels(model, {name: keep.nonzero().flatten().tolist()})
             if 1 - measure(pruned) / measure(model) > goal.reduction + goal.tolerance:
                 # the agent would overshoot: remove only its least wanted filters, up to the target
@@ -285,8 +264,8 @@ class RLAgent(FullMethod):
             task.log_param(f"rl/{name}/kept", f"{int(keep.sum())}/{unit.size}")
             task.log_metric(f"rl/{name}/ref_acc", ref)
         done = 1 - measure(model) / full
-        if done < target.reduction - target.tolerance:
-            goal = self._relative(target, done)
+        if not target.reached(done):
+            goal = target.relative_to(done)
             plan = task.plan(model, scores, goal)
             model = task.prune_channels(model, plan.keep)
             rule = f"cap+trim: trimmed {done:.3f} -> {1 - measure(model) / full:.3f} by task.plan on keep probabilities"
@@ -302,24 +281,18 @@ class RLAgent(FullMethod):
         return model
 
     @staticmethod
-    def _relative(target: Target, done: float) -> Target:
-        """The target restated relative to a model that already has `done` of the reduction."""
-        rest = 1 - done
-        return Target(target.kind, 1 - (1 - target.reduction) / rest, target.tolerance / rest)
-
-    @staticmethod
     def _train_stream(task: Task) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Endless shuffled fine-tune batches (fresh permutation each pass, seeded by the run)."""
         cfg = task.spec.finetune
         gen = torch.Generator().manual_seed(task.seed)
         while True:
-            yield from batches(task.data.train, task.data.info, cfg.batch_size, shuffle=True,
-                               augment_data=cfg.augment, gen=gen, device=task.device, drop_last=True)
+            yield from task.batches("train", cfg.batch_size, shuffle=True, augment=cfg.augment, drop_last=True,
+                                    generator=gen)
 
     @staticmethod
     def _finetune(model: nn.Module, task: Task, steps: int, stream) -> None:
         """A short fine-tune between units: `steps` SGD steps of the fine-tune recipe at its base LR."""
-        opt = sgd(model, task.spec.finetune)
+        opt = task.optimizer(model)
         model.train()
         for _ in range(steps):
             x, y = next(stream)
