@@ -19,11 +19,17 @@ def _seeds(text: str) -> list[int]:
 
 
 def cmd_methods(args) -> int:
+    """One line per method, then its options (type, allowed values, default), indented."""
+    from bench.options import options
     from bench.registry import get_method, method_names
 
     for name in method_names():
         cls = get_method(name)
         print(f"{name:<14} {cls.kind:<6} {cls.summary}")
+        for o in options(cls):
+            print(f"    {o.name}: {o.type_text} = {o.default!r}")
+        if cls.pruning_defaults:
+            print(f"    (pruning defaults: {cls.pruning_defaults})")
     return 0
 
 
