@@ -81,7 +81,7 @@ def cmd_results(args) -> int:
     elif args.format == "json":
         print(df.to_json(orient="records", indent=1))
     else:
-        cols = ["status", "method", "dataset", "model", "seed", "target", "acc_base", "acc_pruned", "acc_final",
+        cols = ["status", "method", "variant", "dataset", "model", "seed", "target", "acc_base", "acc_pruned", "acc_final",
                 "macs_reduction", "params_reduction", "latency_cpu_b64_base_ms", "latency_cpu_b64_pruned_ms"]
         show = df[[c for c in cols if c in df]].copy()
         for c in ("acc_base", "acc_pruned", "acc_final", "macs_reduction", "params_reduction"):
