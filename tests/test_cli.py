@@ -15,7 +15,7 @@ def test_methods_lists_each_registered_method_on_one_line_with_its_options():
     assert out.returncode == 0
     lines = out.stdout.splitlines()
     names = [line.split()[0] for line in lines if not line.startswith(" ")]
-    assert {"magnitude", "random", "tp_l2", "tp_taylor", "tp_bn_scale", "tp_lamp"} <= set(names)
+    assert {"magnitude", "random", "csgd", "rls"} <= set(names)
     assert len(names) == len(set(names))
     assert lines[lines.index(next(x for x in lines if x.startswith("magnitude "))) + 1] == \
         "    strategy: greedy, independent = 'greedy'"
