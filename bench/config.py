@@ -133,7 +133,8 @@ class GridConfig:
     data_dir: str | None = None
     results_dir: str = "results"
     executor: dict = field(default_factory=dict)
-    method_pruning: dict[str, PruningConfig] = field(default_factory=dict)  # variant key -> its pruning settings
+    # variant key -> its method's pruning_defaults overridden by its own `pruning:` (applied over `pruning`)
+    method_pruning: dict[str, dict] = field(default_factory=dict)
 
     def expand(self) -> list[RunSpec]:
         """Every (method x dataset x model x target x seed) cell, in a stable order."""
@@ -148,7 +149,7 @@ class GridConfig:
                                 target_kind=kind, target=amount,
                                 method_args=tuple(sorted(args.items())), model_args=margs,
                                 pretrain=ds.pretrain, finetune=ds.finetune,
-                                pruning=self.method_pruning.get(key, self.pruning),
+                                pruning=dataclasses.replace(self.pruning, **self.method_pruning.get(key, {})),
                                 val_size=self.val_size, train_subset=ds.train_subset,
                                 test_subset=ds.test_subset, experiment=self.name))
         return specs
@@ -162,8 +163,8 @@ def plugin_name(key: str) -> str:
     return key.partition("@")[0]
 
 
-def _parse_method(key: Any, raw: Any, grid_pruning: dict) -> tuple[dict, PruningConfig]:
-    """One `methods:` entry -> (validated options, its pruning settings). Pruning precedence:
+def _parse_method(key: Any, raw: Any, grid_pruning: dict) -> tuple[dict, dict]:
+    """One `methods:` entry -> (validated options, its pruning overrides of the grid's). Precedence:
     the grid's `pruning:` < the method's `pruning_defaults` < the variant's own `pruning:`."""
     from bench.registry import get_method
 
@@ -180,9 +181,10 @@ def _parse_method(key: Any, raw: Any, grid_pruning: dict) -> tuple[dict, Pruning
     if own is not None and not isinstance(own, dict):
         raise ConfigError(f"{where}.pruning: expected a mapping of pruning settings, got {own!r}")
     cls.validate_args(args, where=where)
-    merged = {**grid_pruning, **cls.pruning_defaults, **(own or {})}
-    return args, _check_pruning(_build(PruningConfig, merged, f"{where}.pruning" if own else "pruning"),
-                                f"{where}.pruning" if own else "pruning")
+    overrides = {**cls.pruning_defaults, **(own or {})}
+    at = f"{where}.pruning" if own else "pruning"
+    built = _check_pruning(_build(PruningConfig, {**grid_pruning, **overrides}, at), at)
+    return args, {k: getattr(built, k) for k in overrides}  # typed as the built config has them
 
 
 def _check_pruning(p: PruningConfig, where: str) -> PruningConfig:
@@ -358,7 +360,7 @@ def override(cfg: GridConfig, *, methods: list[str] | None = None, datasets: lis
         chosen, pruning = {}, {}
         for m in methods:
             if m in cfg.methods:
-                chosen[m], pruning[m] = cfg.methods[m], cfg.method_pruning.get(m, cfg.pruning)
+                chosen[m], pruning[m] = cfg.methods[m], cfg.method_pruning.get(m, {})
             elif "@" in m:
                 raise ConfigError(f"--methods: variant '{m}' is not in this config; allowed: {', '.join(cfg.methods)}")
             else:
