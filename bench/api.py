@@ -9,49 +9,117 @@ Two levels (design.md):
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+import importlib
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Callable, ClassVar, Iterable, Literal, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from bench.errors import ConfigError
+# bench.api is a leaf: it imports no other bench module at module level (tests/test_imports.py), so
+# every harness module may import it and no cycle forms. Harness types and helpers a plugin needs
+# are re-exported lazily, on first access, by the module `__getattr__` below.
+_LAZY = {
+    "ConfigError": "bench.errors",
+    "Range": "bench.options",
+    "Unit": "bench.surgery", "output_layer": "bench.surgery", "min_keep": "bench.surgery",
+    "Hook": "bench.training", "FitContext": "bench.training", "lr_factor": "bench.training",
+    "TrainConfig": "bench.config", "PruningConfig": "bench.config",
+    "Split": "bench.datasets", "DatasetInfo": "bench.datasets",
+    "check_clusters": "bench.merge", "cluster_labels": "bench.merge",
+    "Geometry": "bench.receptive_field", "trace": "bench.receptive_field",
+    "widths": "bench.measure",
+    "DATASETS": "bench.datasets",
+    "forward_seconds": "bench.probe", "unit_count": "bench.probe",  # pricing for `extra_cost_s`
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'bench.api' has no attribute '{name}'")
+
+
+def register(cls: type["Method"]) -> type["Method"]:
+    """Class decorator that makes a method known by its `name`: `@register class Mine(ScoreMethod)`."""
+    from bench.registry import register as _register
+
+    return _register(cls)
 
 
 @dataclass(frozen=True)
 class Target:
-    """A reduction to reach, measured on the physically pruned model."""
+    """A reduction to reach, measured on the physically pruned model.
 
-    kind: str          # "macs" | "params"
+    The one rule for targets: `relative_to` restates it for a model that already has part of the
+    base cost removed, and `met`/`reached` say whether an achieved reduction is inside its band."""
+
+    kind: Literal["macs", "params"]
     reduction: float   # 0.5 = remove half
     tolerance: float = 0.015
 
+    def relative_to(self, done: float) -> "Target":
+        """The same end point and the same absolute tolerance band, as fractions of a model that
+        has `done` (a fraction of the base cost) removed already."""
+        rest = 1 - done
+        return Target(self.kind, 1 - (1 - self.reduction) / rest, self.tolerance / rest)
+
+    def met(self, achieved: float) -> bool:
+        """Inside the tolerance band around the target."""
+        return abs(achieved - self.reduction) <= self.tolerance + 1e-12
+
+    def reached(self, achieved: float) -> bool:
+        """At or past the lower edge of the band (pruning more would not be needed)."""
+        return achieved >= self.reduction - self.tolerance - 1e-12
+
 
 class Method:
-    """Base of every plugin. Subclasses set `name` and take their options as constructor kwargs."""
+    """Base of every plugin. Subclasses set `name` and declare their options as typed keyword
+    parameters of `__init__` with defaults (`Literal` choices, `Annotated[float, Range(...)]`
+    bounds); the harness validates config values against them before building the method."""
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     needs_pretrained: ClassVar[bool] = True   # False: trains from scratch within the total epoch budget
-    needs_finetune: ClassVar[bool] = True     # False: the harness skips the final fine-tune
+    needs_finetune: ClassVar[bool] = True     # False: prune() spends the fine-tune budget itself
+    # The method's own defaults for the grid's pruning settings; precedence:
+    # grid `pruning:` < pruning_defaults < a variant's `pruning:`.
+    pruning_defaults: ClassVar[dict] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def checked(self, *args, **kw):  # options are checked wherever a method is built
+            from bench.options import validate
+
+            bound = inspect.signature(init).bind(self, *args, **kw).arguments
+            validate(cls, {k: v for k, v in list(bound.items())[1:]}, cls.name or cls.__name__)
+            init(self, *args, **kw)
+        cls.__init__ = checked
 
     @classmethod
-    def validate_args(cls, args: Mapping[str, Any], where: str = "method") -> None:
+    def validate_args(cls, args: Mapping[str, Any], where: str | None = None) -> None:
         """Reject unknown option names and bad values before any training starts.
 
-        Constructors must stay cheap (store and check options; no data, no training)."""
-        sig = inspect.signature(cls.__init__)
-        allowed = [p for p in sig.parameters if p != "self"]
-        if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
-            for k in args:
-                if k not in allowed:
-                    raise ConfigError(f"{where}.{k}: unknown option of method '{cls.name}'; "
-                                      f"allowed: {', '.join(allowed) or '(none)'}")
-        try:  # constructors only store and check options, so building one is the value check
+        Constructors must stay cheap (store options; no data, no training): building one runs the
+        cross-option checks a type cannot express."""
+        from bench.errors import ConfigError
+        from bench.options import validate
+
+        where = where or cls.name
+        validate(cls, args, where)
+        try:
             cls(**args)
-        except ConfigError as e:
-            raise ConfigError(f"{where}: {e}") from e
+        except ConfigError as e:  # cross-option checks name the option already: "csgd.x: ..."
+            raise ConfigError(f"{where.rpartition('.')[0] + '.' if '.' in where else ''}{e}") from e
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{where}: bad option value ({e})") from e
 
@@ -60,7 +128,6 @@ class Method:
         """Seconds of non-training work per cell on this device (searches, feature extraction),
         for `bench plan`; None = negligible or unknown. Price it with bench.probe.forward_seconds."""
         return None
-
 
     @classmethod
     def report_extras(cls, runs: "pandas.DataFrame", out_dir: "Path") -> list["Path"]:
@@ -89,7 +156,11 @@ class FullMethod(Method):
 
 
 class Task:
-    """The harness's services for one run. Only train/val data are exposed: test is for final numbers."""
+    """The harness's services for one run. Only train/val data are exposed: test is for final numbers.
+
+    Data: `batches`, `normalize`, `data.train/.val` (raw uint8 `Split`s), `evaluate`. Training:
+    `train` (hooks, optimizer factory, LR), `optimizer`. Structure: `units`, `plan`,
+    `prune_channels`, `merge_channels`. Cost: `cost`, `predictor`, `macs`, `params`."""
 
     def __init__(self, *, spec, data, device: str, example: torch.Tensor, logger, trainer,
                  target: Target | None = None):
@@ -150,17 +221,36 @@ class Task:
         return evaluate(model, part, self.data.info, device=self.device)
 
     def batches(self, split: str = "train", batch_size: int = 256, *, shuffle: bool = False,
-                limit: int | None = None) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+                limit: int | None = None, augment: bool = False, drop_last: bool = False,
+                generator: torch.Generator | None = None) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised (x, y) batches on the run's device. Pass one `generator` to successive calls
+        for a fresh seeded order per pass (default: the same seeded order every call)."""
         from bench.datasets import batches
 
         part = getattr(self.data, split)
         if limit:
             part = part.subset(limit, self.seed)
-        gen = torch.Generator().manual_seed(self.seed)
-        return batches(part, self.data.info, batch_size, shuffle=shuffle, gen=gen, device=self.device)
+        gen = generator if generator is not None else torch.Generator().manual_seed(self.seed)
+        return batches(part, self.data.info, batch_size, shuffle=shuffle,
+                       augment_data=augment, gen=gen, device=self.device, drop_last=drop_last)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw uint8 images (e.g. `task.data.train.x[idx]`) -> the network's input, on the run's device."""
+        from bench.datasets import normalize
+
+        return normalize(x.to(self.device), self.data.info)
+
+    def optimizer(self, model: nn.Module, lr: float | None = None) -> torch.optim.Optimizer:
+        """The fine-tune recipe's SGD over `model` (no weight decay on BN/biases), for methods that
+        run their own steps; build parameter groups yourself and pass `make_optimizer` to `train`
+        when you need different ones."""
+        from bench.training import sgd
+
+        return sgd(model, self.spec.finetune, lr)
 
     # -- structure ------------------------------------------------------------------------------
     def units(self, model: nn.Module, include_coupled: bool | None = None):
+        """{root layer name: Unit} of `model`; each Unit lists its member, consumer and other layers."""
         from bench.surgery import find_units
 
         inc = self.spec.pruning.include_coupled if include_coupled is None else include_coupled
@@ -169,7 +259,14 @@ class Task:
     def prune_channels(self, model: nn.Module, keep: Mapping[str, Sequence[int]]) -> nn.Module:
         from bench.surgery import prune
 
-        return prune(model, keep, self.example)
+        return prune(model, keep, self.example.to(next(model.parameters()).device))
+
+    def merge_channels(self, model: nn.Module, units: Mapping[str, Any],
+                       clusters: Mapping[str, Sequence[Sequence[int]]]) -> nn.Module:
+        """One channel per cluster of each unit, consumers' input slices summed (C-SGD's merge)."""
+        from bench.merge import merge
+
+        return merge(model, units, clusters, self.example.to(next(model.parameters()).device))
 
     def macs(self, model: nn.Module) -> int:
         from bench.measure import count_macs
@@ -181,11 +278,30 @@ class Task:
 
         return count_params(model)
 
-    def plan(self, model: nn.Module, scores: Mapping[str, torch.Tensor], target: Target):
-        """Keep-lists meeting `target` from per-unit scores, with the grid's ranking rule."""
+    def cost(self, model: nn.Module, kind: str | None = None) -> int:
+        """What the target reduces (MACs or params, `kind` defaulting to the run's target kind)."""
+        from bench.measure import cost
+
+        return cost(model, self.example.to(next(model.parameters()).device), kind or self.spec.target_kind)
+
+    def predictor(self, model: nn.Module, units: Mapping[str, Any] | None = None,
+                  kind: str | None = None) -> Callable[[Mapping[str, int]], float]:
+        """Predicted cost of `model` with {unit: kept channels} (missing units whole), without surgery."""
+        from bench.surgery import CostModel
+
+        units = self.units(model) if units is None else units
+        return CostModel(model, self.example.to(next(model.parameters()).device), units).of(
+            kind or self.spec.target_kind)
+
+    def plan(self, model: nn.Module, scores: Mapping[str, torch.Tensor], target: Target | None = None,
+             *, comparable: bool = False, **pruning):
+        """Keep-lists meeting `target` (default: the run's) from per-unit scores, with the grid's
+        pruning settings; keyword overrides replace some of them (e.g. `ranking="per_layer"`)."""
         from bench.driver import plan_keep
 
-        return plan_keep(model, self.example, scores, target, self.spec.pruning)
+        cfg = dataclasses.replace(self.spec.pruning, **pruning) if pruning else self.spec.pruning
+        return plan_keep(model, self.example.to(next(model.parameters()).device), scores,
+                         target or self.target, cfg, comparable)
 
     # -- logging --------------------------------------------------------------------------------
     def log_metric(self, key: str, value: float, step: int | None = None) -> None:

@@ -19,11 +19,17 @@ def _seeds(text: str) -> list[int]:
 
 
 def cmd_methods(args) -> int:
+    """One line per method, then its options (type, allowed values, default), indented."""
+    from bench.options import options
     from bench.registry import get_method, method_names
 
     for name in method_names():
         cls = get_method(name)
         print(f"{name:<14} {cls.kind:<6} {cls.summary}")
+        for o in options(cls):
+            print(f"    {o.name}: {o.type_text} = {o.default!r}")
+        if cls.pruning_defaults:
+            print(f"    (pruning defaults: {cls.pruning_defaults})")
     return 0
 
 
@@ -75,7 +81,7 @@ def cmd_results(args) -> int:
     elif args.format == "json":
         print(df.to_json(orient="records", indent=1))
     else:
-        cols = ["status", "method", "dataset", "model", "seed", "target", "acc_base", "acc_pruned", "acc_final",
+        cols = ["status", "method", "variant", "dataset", "model", "seed", "target", "acc_base", "acc_pruned", "acc_final",
                 "macs_reduction", "params_reduction", "latency_cpu_b64_base_ms", "latency_cpu_b64_pruned_ms"]
         show = df[[c for c in cols if c in df]].copy()
         for c in ("acc_base", "acc_pruned", "acc_final", "macs_reduction", "params_reduction"):

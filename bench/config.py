@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ class PruningConfig:
 class RunSpec:
     """One grid cell. Frozen and hashable: its canonical JSON hash is the run id."""
 
-    method: str
+    method: str                      # the plugin name
     dataset: str
     model: str
     seed: int
@@ -69,11 +70,18 @@ class RunSpec:
     train_subset: int | None = None
     test_subset: int | None = None
     experiment: str = "default"
+    variant: str = ""                # the `methods:` key, "name" or "name@label"; "" = the plain method
+
+    def __post_init__(self):
+        if not self.variant:
+            object.__setattr__(self, "variant", self.method)
 
     def canonical(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["method_args"] = dict(self.method_args)
         d["model_args"] = dict(self.model_args)
+        if self.variant == self.method:  # plain rows keep the run ids they had before variants existed
+            del d["variant"]
         return d
 
     @property
@@ -88,7 +96,7 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.method}/{self.dataset}/{self.model_label}/{self.target_kind}-{self.target:g}/s{self.seed}"
+        return f"{self.variant}/{self.dataset}/{self.model_label}/{self.target_kind}-{self.target:g}/s{self.seed}"
 
     def flat_params(self) -> dict[str, str]:
         """The spec as flat MLflow params (a.b.c = value)."""
@@ -101,6 +109,7 @@ class RunSpec:
             else:
                 out[prefix] = str(v)
         walk("", self.canonical())
+        out["variant"] = self.variant
         return out
 
 
@@ -117,7 +126,7 @@ class DatasetEntry:
 @dataclass
 class GridConfig:
     name: str
-    methods: dict[str, dict]
+    methods: dict[str, dict]         # variant key ("name" or "name@label") -> method options
     datasets: list[DatasetEntry]
     seeds: list[int]
     targets: list[tuple[str, float]]
@@ -126,30 +135,69 @@ class GridConfig:
     data_dir: str | None = None
     results_dir: str = "results"
     executor: dict = field(default_factory=dict)
+    # variant key -> its method's pruning_defaults overridden by its own `pruning:` (applied over `pruning`)
+    method_pruning: dict[str, dict] = field(default_factory=dict)
 
     def expand(self) -> list[RunSpec]:
         """Every (method x dataset x model x target x seed) cell, in a stable order.
 
         A cell's pruning settings: the grid's, overridden by the method's `pruning_defaults`
         (its paper protocol, e.g. PLS+VIP's global threshold and K rounds)."""
-        from bench.registry import get_method
-
-        pruning = {m: dataclasses.replace(self.pruning, **getattr(get_method(m), "pruning_defaults", {}))
-                   for m in self.methods}
         specs = []
         for ds in self.datasets:
             for model, margs in ds.models:
                 for kind, amount in self.targets:
                     for seed in self.seeds:
-                        for method, args in self.methods.items():
+                        for key, args in self.methods.items():
                             specs.append(RunSpec(
-                                method=method, dataset=ds.name, model=model, seed=seed,
+                                method=plugin_name(key), variant=key, dataset=ds.name, model=model, seed=seed,
                                 target_kind=kind, target=amount,
                                 method_args=tuple(sorted(args.items())), model_args=margs,
-                                pretrain=ds.pretrain, finetune=ds.finetune, pruning=pruning[method],
+                                pretrain=ds.pretrain, finetune=ds.finetune,
+                                pruning=dataclasses.replace(self.pruning, **self.method_pruning.get(key, {})),
                                 val_size=self.val_size, train_subset=ds.train_subset,
                                 test_subset=ds.test_subset, experiment=self.name))
         return specs
+
+
+VARIANT_LABEL = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def plugin_name(key: str) -> str:
+    """The plugin of a `methods:` key: "pls_vip@per_layer" -> "pls_vip"."""
+    return key.partition("@")[0]
+
+
+def _parse_method(key: Any, raw: Any, grid_pruning: dict) -> tuple[dict, dict]:
+    """One `methods:` entry -> (validated options, its pruning overrides of the grid's). Precedence:
+    the grid's `pruning:` < the method's `pruning_defaults` < the variant's own `pruning:`."""
+    from bench.registry import get_method
+
+    where = f"methods.{key}"
+    name, at, label = str(key).partition("@")
+    if at and not VARIANT_LABEL.fullmatch(label):
+        raise ConfigError(f"{where}: a variant is written name@label with a label of letters, digits, _ . -; "
+                          f"e.g. pls_vip@per_layer")
+    cls = get_method(name)  # raises UnknownMethod naming the allowed ones
+    if not isinstance(raw or {}, dict):
+        raise ConfigError(f"{where}: expected a mapping of options, got {raw!r}")
+    args = dict(raw or {})
+    own = args.pop("pruning", None)
+    if own is not None and not isinstance(own, dict):
+        raise ConfigError(f"{where}.pruning: expected a mapping of pruning settings, got {own!r}")
+    cls.validate_args(args, where=where)
+    overrides = {**cls.pruning_defaults, **(own or {})}
+    at = f"{where}.pruning" if own else "pruning"
+    built = _check_pruning(_build(PruningConfig, {**grid_pruning, **overrides}, at), at)
+    return args, {k: getattr(built, k) for k in overrides}  # typed as the built config has them
+
+
+def _check_pruning(p: PruningConfig, where: str) -> PruningConfig:
+    if p.ranking not in RANKINGS:
+        raise ConfigError(f"{where}.ranking: '{p.ranking}' is unknown; allowed: {', '.join(RANKINGS)}")
+    if p.rounds < 1 or not 0 < p.max_layer_prune < 1 or p.round_to < 1:
+        raise ConfigError(f"{where}: rounds and round_to must be >= 1 and max_layer_prune in (0, 1)")
+    return p
 
 
 def _fields(cls) -> dict[str, dataclasses.Field]:
@@ -246,7 +294,7 @@ GRID_FIELDS = ("name", "methods", "datasets", "seeds", "targets", "pruning", "va
 def from_dict(raw: dict, name: str = "grid") -> GridConfig:
     """Validate a parsed YAML mapping into a GridConfig."""
     from bench.datasets import DATASETS
-    from bench.registry import get_method, method_names
+    from bench.registry import method_names
 
     if not isinstance(raw, dict):
         raise ConfigError("config: the top level must be a mapping")
@@ -259,14 +307,11 @@ def from_dict(raw: dict, name: str = "grid") -> GridConfig:
         methods_raw = {m: {} for m in methods_raw}
     if not isinstance(methods_raw, dict) or not methods_raw:
         raise ConfigError(f"methods: expected a mapping of method -> args; allowed: {', '.join(method_names())}")
-    methods = {}
-    for m, args in methods_raw.items():
-        cls = get_method(m)  # raises UnknownMethod naming the allowed ones
-        args = args or {}
-        if not isinstance(args, dict):
-            raise ConfigError(f"methods.{m}: expected a mapping of arguments, got {args!r}")
-        cls.validate_args(args, where=f"methods.{m}")
-        methods[m] = args
+    grid_pruning = raw.get("pruning") or {}
+    pruning = _check_pruning(_build(PruningConfig, grid_pruning, "pruning"), "pruning")
+    methods, method_pruning = {}, {}
+    for key, args in methods_raw.items():
+        methods[key], method_pruning[key] = _parse_method(key, args, grid_pruning)
 
     ds_raw = raw.get("datasets")
     if not isinstance(ds_raw, dict) or not ds_raw:
@@ -291,11 +336,6 @@ def from_dict(raw: dict, name: str = "grid") -> GridConfig:
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ConfigError(f"seeds: expected integers, got {seeds}")
     targets = [parse_target(t, f"targets[{i}]") for i, t in enumerate(_as_list(raw.get("targets", [0.5]), "targets"))]
-    pruning = _build(PruningConfig, raw.get("pruning"), "pruning")
-    if pruning.ranking not in RANKINGS:
-        raise ConfigError(f"pruning.ranking: '{pruning.ranking}' is unknown; allowed: {', '.join(RANKINGS)}")
-    if pruning.rounds < 1 or not 0 < pruning.max_layer_prune < 1 or pruning.round_to < 1:
-        raise ConfigError("pruning: rounds and round_to must be >= 1 and max_layer_prune in (0, 1)")
     val_size = raw.get("val_size", 5000)
     if not isinstance(val_size, int) or val_size < 1:
         raise ConfigError(f"val_size: expected a positive integer, got {val_size!r}")
@@ -303,7 +343,7 @@ def from_dict(raw: dict, name: str = "grid") -> GridConfig:
     if not isinstance(executor, dict):
         raise ConfigError("executor: expected a mapping such as {kind: local}")
     return GridConfig(name=str(raw.get("name", name)), methods=methods, datasets=datasets, seeds=seeds,
-                      targets=targets, pruning=pruning, val_size=val_size, data_dir=raw.get("data_dir"),
+                      targets=targets, pruning=pruning, method_pruning=method_pruning, val_size=val_size, data_dir=raw.get("data_dir"),
                       results_dir=str(raw.get("results_dir", "results")), executor=executor)
 
 
@@ -320,14 +360,19 @@ def load(path: str | Path) -> GridConfig:
 
 def override(cfg: GridConfig, *, methods: list[str] | None = None, datasets: list[str] | None = None,
              seeds: list[int] | None = None, targets: list[str] | None = None) -> GridConfig:
-    """Narrow a grid from the CLI. A name outside the config is an error, not a silent no-op."""
-    from bench.registry import get_method
-
+    """Narrow a grid from the CLI. A name outside the config is an error, not a silent no-op.
+    `methods` takes variant keys of the config (`pls_vip@per_layer`) or any registered method name."""
     cfg = dataclasses.replace(cfg)
     if methods:
+        chosen, pruning = {}, {}
         for m in methods:
-            get_method(m)
-        cfg.methods = {m: cfg.methods.get(m, {}) for m in methods}
+            if m in cfg.methods:
+                chosen[m], pruning[m] = cfg.methods[m], cfg.method_pruning.get(m, {})
+            elif "@" in m:
+                raise ConfigError(f"--methods: variant '{m}' is not in this config; allowed: {', '.join(cfg.methods)}")
+            else:
+                chosen[m], pruning[m] = _parse_method(m, {}, dataclasses.asdict(cfg.pruning))
+        cfg.methods, cfg.method_pruning = chosen, pruning
     if datasets:
         have = {d.name: d for d in cfg.datasets}
         missing = [d for d in datasets if d not in have]

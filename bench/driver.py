@@ -20,7 +20,7 @@ from torch import nn
 
 from bench.api import Target
 from bench.config import PruningConfig
-from bench.measure import count_macs, count_params
+from bench.measure import cost
 from bench.surgery import CostModel, find_units, min_keep, prune
 
 
@@ -71,7 +71,7 @@ def plan_keep(model: nn.Module, example: torch.Tensor, scores: Mapping[str, torc
     if unknown:
         raise ValueError(f"scores name '{unknown[0]}', which is not a prunable unit root of this model")
     cost = CostModel(model, example, units)
-    measure = cost.macs if target.kind == "macs" else cost.params
+    measure = cost.of(target.kind)
     full = measure({})
     order = _removal_order(units, scores, cfg.ranking, cfg.max_layer_prune, cfg.round_to, comparable)
 
@@ -122,9 +122,7 @@ def plan_keep(model: nn.Module, example: torch.Tensor, scores: Mapping[str, torc
 
 
 def achieved_reduction(base: nn.Module, pruned: nn.Module, example: torch.Tensor, kind: str) -> float:
-    if kind == "macs":
-        return 1 - count_macs(pruned, example) / count_macs(base, example)
-    return 1 - count_params(pruned) / count_params(base)
+    return 1 - cost(pruned, example, kind) / cost(base, example, kind)
 
 
 def prune_to_target(model: nn.Module, example: torch.Tensor, scores: Mapping[str, torch.Tensor],

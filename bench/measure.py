@@ -58,6 +58,11 @@ def widths(model: nn.Module) -> dict[str, int]:
             for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
 
 
+def cost(model: nn.Module, example: torch.Tensor, kind: str) -> int:
+    """The quantity a target of `kind` ("macs" or "params") reduces: the one place that branches on it."""
+    return count_macs(model, example) if kind == "macs" else count_params(model)
+
+
 def paired_latency_ms(models: Sequence[nn.Module], example: torch.Tensor, batch: int, *, repeats: int = 20,
                       warmup: int = 3, device: str = "cpu") -> list[float]:
     """Median wall time of one forward pass at `batch` per model, in milliseconds.

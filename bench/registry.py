@@ -8,6 +8,7 @@ from importlib import metadata
 
 from bench.api import Method
 from bench.errors import UnknownMethod
+from bench.options import check_declarations
 
 _REGISTRY: dict[str, type[Method]] = {}
 _discovered = False
@@ -17,11 +18,17 @@ def register(cls: type[Method]) -> type[Method]:
     """Class decorator: `@register class Magnitude(ScoreMethod): name = "magnitude"`."""
     if not cls.name:
         raise ValueError(f"{cls.__qualname__} must set a class attribute `name`")
+    check_declarations(cls)
     existing = _REGISTRY.get(cls.name)
-    if existing is not None and existing.__qualname__ != cls.__qualname__:
-        raise ValueError(f"method name '{cls.name}' is taken by {existing.__module__}.{existing.__qualname__}")
-    _REGISTRY[cls.name] = cls
+    if existing is not None and _where(existing) != _where(cls):
+        raise ValueError(f"method name '{cls.name}' is taken by {_where(existing)}; "
+                         f"{_where(cls)} cannot register under it: choose another `name`")
+    _REGISTRY[cls.name] = cls  # the same class re-imported (e.g. a reloaded module) replaces itself
     return cls
+
+
+def _where(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def discover() -> None:

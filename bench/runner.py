@@ -7,6 +7,7 @@ resume: the pruned model is kept before fine-tuning, and fine-tuning checkpoints
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import math
 import os
@@ -23,7 +24,7 @@ from bench.config import RunSpec
 from bench.datasets import Data, load, normalize
 from bench.driver import achieved_reduction, prune_to_target
 from bench.errors import DataUnavailable
-from bench.measure import count_macs, count_params, paired_latency_ms, widths
+from bench.measure import cost, count_macs, count_params, paired_latency_ms, widths
 from bench.registry import get_method
 from bench.tracking import STATUS_DONE, STATUS_FAILED, STATUS_SKIPPED, RunLogger, Tracker
 from bench.training import default_device, evaluate, fit
@@ -67,7 +68,6 @@ def _trainer(spec: RunSpec, data: Data, device: str, log: RunLogger, progress: b
     def train(model, epochs, *, hooks=(), make_optimizer=None, lr=None, loss="ce", desc="train", from_scratch=False):
         cfg = spec.pretrain if from_scratch else spec.finetune
         if lr is not None:
-            import dataclasses
             cfg = dataclasses.replace(cfg, lr=lr)
         result = fit(model, data, cfg, seed=spec.seed, epochs=epochs, hooks=hooks, make_optimizer=make_optimizer,
                      loss=loss, device=device, desc=f"{spec.method} {desc}", progress=progress)
@@ -95,7 +95,7 @@ def _score_rounds(method: ScoreMethod, model: nn.Module, task: Task, target: Tar
     for k in range(1, rounds + 1):
         goal = target.reduction * k / rounds
         done = achieved_reduction(base, model, example, target.kind)
-        step = Target(target.kind, 1 - (1 - goal) / (1 - done), target.tolerance)  # relative to current model
+        step = dataclasses.replace(target, reduction=goal).relative_to(done)  # relative to the current model
         task.target = step
         model, _ = prune_to_target(model, example, method.score(model, task), step, spec.pruning,
                                    comparable=method.comparable_scores)
@@ -173,7 +173,8 @@ def measure_record(base: nn.Module, pruned: nn.Module, data: Data, example: torc
     pruned.eval()
     macs_b, macs_p = count_macs(base, example), count_macs(pruned, example)
     par_b, par_p = count_params(base), count_params(pruned)
-    achieved = 1 - (macs_p / macs_b if spec.target_kind == "macs" else par_p / par_b)
+    target = Target(spec.target_kind, spec.target, spec.pruning.tolerance)
+    achieved = 1 - (cost(pruned, example, target.kind) / cost(base, example, target.kind))
     torch.save(pruned.cpu(), workdir / "pruned_model.pt")
     pruned.to(device)
     record = {
@@ -183,7 +184,7 @@ def measure_record(base: nn.Module, pruned: nn.Module, data: Data, example: torc
         "acc_val_final": evaluate(pruned, data.val, data.info, device=device)[1],
         "macs_base": macs_b, "macs_pruned": macs_p, "macs_reduction": 1 - macs_p / macs_b,
         "params_base": par_b, "params_pruned": par_p, "params_reduction": 1 - par_p / par_b,
-        "target_achieved": achieved, "target_met": float(abs(achieved - spec.target) <= spec.pruning.tolerance),
+        "target_achieved": achieved, "target_met": float(target.met(achieved)),
         "prune_time_s": prune_time, "finetune_time_s": finetune_time,
         "model_file_bytes_pruned": (workdir / "pruned_model.pt").stat().st_size,
     }

@@ -148,6 +148,10 @@ class CostModel:
         return sum(m * self._ratio(self.out_of, n, kept) * self._ratio(self.in_of, n, kept)
                    for n, m in self.base_macs.items())
 
+    def of(self, kind: str):
+        """The predictor of one target kind ("macs" or "params"): keep-counts -> cost."""
+        return self.macs if kind == "macs" else self.params
+
     def params(self, kept: Mapping[str, int]) -> float:
         untouched = self.total_params - sum(self.base_params.values())
         return untouched + sum(p * self._ratio(self.out_of, n, kept) * self._ratio(self.in_of, n, kept)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 STATUS_DONE, STATUS_FAILED, STATUS_SKIPPED, STATUS_RUNNING = "done", "failed", "skipped", "running"
 
 RESULT_COLUMNS = [
-    "run_id", "status", "method", "dataset", "model", "seed", "target_kind", "target",
+    "run_id", "status", "method", "variant", "dataset", "model", "seed", "target_kind", "target",
     "acc_base", "acc_pruned", "acc_final", "macs_base", "macs_pruned", "macs_reduction",
     "params_base", "params_pruned", "params_reduction", "latency_cpu_b1_base_ms",
     "latency_cpu_b1_pruned_ms", "latency_cpu_b64_base_ms", "latency_cpu_b64_pruned_ms",
@@ -102,7 +102,7 @@ class Tracker:
         """Delete leftovers of this spec (killed/failed/skipped), then open a fresh MLflow run."""
         for old in self.runs_of(spec.experiment, spec.run_id):
             self.client.delete_run(old.info.run_id)
-        tags = {"run_id": spec.run_id, "method": spec.method, "dataset": spec.dataset,
+        tags = {"run_id": spec.run_id, "method": spec.method, "variant": spec.variant, "dataset": spec.dataset,
                 "model": spec.model_label, "target": f"{spec.target_kind}-{spec.target:g}",
                 "seed": str(spec.seed), "status": STATUS_RUNNING, "mlflow.runName": spec.label}
         run = self.client.create_run(self.experiment_id(spec.experiment), tags=tags, run_name=spec.label)
@@ -133,7 +133,7 @@ class Tracker:
         if df.empty:
             return pd.DataFrame(columns=RESULT_COLUMNS)
         rest = sorted(c for c in df.columns if c not in RESULT_COLUMNS)
-        return df.reindex(columns=RESULT_COLUMNS + rest).sort_values(["dataset", "model", "method", "target", "seed"],
+        return df.reindex(columns=RESULT_COLUMNS + rest).sort_values(["dataset", "model", "variant", "target", "seed"],
                                                       kind="stable").reset_index(drop=True)
 
 
@@ -141,6 +141,7 @@ def _row(run, exp_id: str) -> dict[str, Any]:
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
     row: dict[str, Any] = {
         "run_id": tags.get("run_id"), "status": tags.get("status"), "method": tags.get("method"),
+        "variant": tags.get("variant") or tags.get("method"),
         "dataset": tags.get("dataset"), "model": tags.get("model"),
         "seed": int(params.get("seed", tags.get("seed", -1))),
         "target_kind": params.get("target_kind"), "target": float(params.get("target", "nan")),

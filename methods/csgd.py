@@ -33,36 +33,27 @@ lr·ε ≤ 0.5 — 90-540× the paper's ε on the quick/paper presets, so cluste
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Annotated, Callable, Literal, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-from bench.api import FullMethod, Target, Task
-from bench.config import PruningConfig, TrainConfig
-from bench.driver import plan_keep
-from bench.errors import ConfigError
-from bench.merge import check_clusters, cluster_labels, merge
-from bench.registry import register
-from bench.surgery import CostModel, Unit
-from bench.training import FitContext, Hook, lr_factor
+from bench.api import (FitContext, FullMethod, Hook, Range, Target, Task, TrainConfig, Unit, check_clusters,
+                       cluster_labels, lr_factor, register)
 
-CLUSTERINGS = ("kmeans", "even")
 PAPER_EPSILON = 3e-3  # methods.md §3, ResNet-56 / CIFAR-10
 AUTO_SHRINK = 1e3      # spread reduction (norm) that auto-ε aims at for the slowest tied tensors
 MAX_LR_EPS = 0.5       # cap on lr·ε: far inside heavy-ball stability (lr·ε < 2(1 + momentum))
 
 
-def target_widths(model: nn.Module, example: torch.Tensor, units: Mapping[str, Unit], target: Target,
-                  cfg: PruningConfig = PruningConfig()) -> dict[str, int]:
+def target_widths(model: nn.Module, task: Task, units: Mapping[str, Unit], target: Target) -> dict[str, int]:
     """Kept channels per unit: the harness planner's uniform per-layer cut that meets the target
     (equal scores, so only the widths matter; k-means then decides which filters merge)."""
     flat = {n: torch.zeros(u.size) for n, u in units.items()}
-    plan = plan_keep(model, example, flat, target, dataclasses.replace(cfg, ranking="per_layer"))
+    plan = task.plan(model, flat, target, ranking="per_layer")
     return {n: len(plan.keep.get(n, range(u.size))) for n, u in units.items()}
 
 
@@ -223,18 +214,9 @@ class CSGD(FullMethod):
     summary = "Centripetal SGD (Ding 2019): pull clustered filters together while training, then merge losslessly"
     needs_finetune = False
 
-    def __init__(self, epsilon: float | str = PAPER_EPSILON, clustering: str = "kmeans", bias_factor: float = 0.1,
-                 lr: float | None = None, log_every: int = 20):
-        if clustering not in CLUSTERINGS:
-            raise ConfigError(f"csgd.clustering: '{clustering}' is unknown; allowed: {', '.join(CLUSTERINGS)}")
-        if epsilon != "auto" and (isinstance(epsilon, (str, bool)) or not epsilon > 0):
-            raise ConfigError(f"csgd.epsilon: must be 'auto' or a number > 0, got {epsilon!r}")
-        if isinstance(bias_factor, bool) or not isinstance(bias_factor, (int, float)) or bias_factor < 0:
-            raise ConfigError(f"csgd.bias_factor: must be a number >= 0, got {bias_factor!r}")
-        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
-            raise ConfigError(f"csgd.lr: must be a number > 0 or null (the fine-tune recipe's), got {lr!r}")
-        if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
-            raise ConfigError(f"csgd.log_every: must be an integer >= 1, got {log_every!r}")
+    def __init__(self, epsilon: Annotated[float, Range(0, lo_open=True)] | Literal["auto"] = PAPER_EPSILON,
+                 clustering: Literal["kmeans", "even"] = "kmeans", bias_factor: Annotated[float, Range(0)] = 0.1,
+                 lr: Annotated[float, Range(0, lo_open=True)] | None = None, log_every: Annotated[int, Range(1)] = 20):
         self.epsilon = epsilon
         self.clustering = clustering
         self.bias_factor = float(bias_factor)
@@ -244,9 +226,8 @@ class CSGD(FullMethod):
     def plan_clusters(self, model: nn.Module, task: Task, target: Target) -> tuple[dict[str, Unit], dict]:
         """The units of the grid's pruning config and their clusters sized to meet `target`."""
         units = task.units(model)
-        cost = CostModel(model, task.example, units)
-        widths = target_widths(model, task.example, units, target, task.spec.pruning)
-        measure = cost.macs if target.kind == "macs" else cost.params
+        measure = task.predictor(model, units, target.kind)
+        widths = target_widths(model, task, units, target)
         task.log_param("csgd.predicted_reduction", round(1 - measure(widths) / measure({}), 4))
         task.log_param("csgd.widths", {n: f"{widths[n]}/{u.size}" for n, u in units.items()})
         return units, {n: cluster_unit(model, u, widths[n], self.clustering, task.seed) for n, u in units.items()}
@@ -286,4 +267,4 @@ class CSGD(FullMethod):
         spreads = hook.relative_spreads(model)
         task.log_metric("csgd.cluster_dist_before_merge_max", float(spreads.max()))
         task.log_metric("csgd.cluster_dist_before_merge_mean", float(spreads.mean()))
-        return merge(model, units, clusters, task.example.to(next(model.parameters()).device))
+        return task.merge_channels(model, units, clusters)

@@ -36,32 +36,23 @@ in later rounds of an iterative schedule, so Grad-CAM always comes from the base
 """
 from __future__ import annotations
 
-import operator
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Annotated, Literal, get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from bench.api import ScoreMethod, Task
-from bench.datasets import Split, normalize
-from bench.errors import ConfigError
-from bench.receptive_field import Geometry, trace
-from bench.registry import register
+from bench.api import ConfigError, Geometry, Range, ScoreMethod, Split, Task, register, trace
+from methods._fx import activation_node
 
-RULES = ("map-ex", "map")
-SCORES = ("contrast", "ratio")
-SOURCES = ("auto", "stroke", "center", "gradcam", "boxes")
+Source = Literal["auto", "stroke", "center", "gradcam", "boxes"]
 AUTO_SOURCE = {"mnist": "stroke", "svhn": "center", "cifar10": "gradcam"}
 STROKE_THRESHOLD = 0.5  # §6: MNIST foreground = pixels above 0.5 on [0, 1]
 EPS = 1e-8
 TIE_BREAK = 1e-3
-
-_RELU_FUNCS = (F.relu, torch.relu, torch.relu_)
-_ADD_FUNCS = (operator.add, operator.iadd, torch.add)
-_PASS_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.Identity, nn.Dropout)
 
 
 # -- foreground regions (input pixels) ------------------------------------------------------------
@@ -100,7 +91,7 @@ def gradcam_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, percentile:
              and isinstance(gm.get_submodule(n.target), nn.Conv2d)]
     if not convs:
         raise ValueError("Grad-CAM needs a conv layer; the model has none")
-    node, _ = _activation_node(gm, layer or convs[-1].target)
+    node, _ = activation_node(gm, layer or convs[-1].target)
     was = model.training
     gm.eval()
     rec = _Recorder(gm, {node.name})
@@ -143,38 +134,6 @@ def grid_mask(region: torch.Tensor, geo: Geometry, rule: str = "map-ex") -> torc
 
 
 # -- capturing post-ReLU maps -------------------------------------------------------------------------
-
-def _is_relu(node: fx.Node, gm: fx.GraphModule) -> bool:
-    if node.op == "call_module":
-        return isinstance(gm.get_submodule(node.target), nn.ReLU)
-    return (node.op == "call_function" and node.target in _RELU_FUNCS) or \
-        (node.op == "call_method" and node.target in ("relu", "relu_"))
-
-
-def _passes(node: fx.Node, gm: fx.GraphModule) -> bool:
-    """Ops between a conv and its ReLU that keep the channels: BN, identity, residual add."""
-    if node.op == "call_module":
-        return isinstance(gm.get_submodule(node.target), _PASS_MODULES)
-    return (node.op == "call_function" and node.target in _ADD_FUNCS) or \
-        (node.op == "call_method" and node.target in ("add", "add_"))
-
-
-def _activation_node(gm: fx.GraphModule, layer: str) -> tuple[fx.Node, bool]:
-    """The node whose output is `layer`'s post-ReLU map, and whether a ReLU was found
-    (False: the caller applies relu to the returned conv/BN output)."""
-    calls = [n for n in gm.graph.nodes if n.op == "call_module" and n.target == layer]
-    if len(calls) != 1:
-        raise ValueError(f"layer '{layer}' is called {len(calls)} times in the traced model; need exactly once")
-    node = calls[0]
-    while len(node.users) == 1:
-        nxt = next(iter(node.users))
-        if _is_relu(nxt, gm):
-            return nxt, True
-        if not _passes(nxt, gm):
-            break
-        node = nxt
-    return node, False
-
 
 class _Recorder(fx.Interpreter):
     """Runs the traced model and keeps the outputs of the named nodes."""
@@ -245,25 +204,16 @@ class FeatureMap(ScoreMethod):
     name = "feature_map"
     summary = "Map-EX: filters ranked by object-vs-background response on post-ReLU maps (adapted, §6)"
 
-    def __init__(self, rule: str = "map-ex", score: str = "contrast", foreground: str = "auto",
-                 box_width: float = 0.6, box_height: float = 0.9, gradcam_percentile: float = 60.0,
-                 boxes: str | None = None, min_bg_cells: int = 4, min_images: int = 10,
-                 images: int = 2000, split: str = "train", linear_units: str = "activation",
-                 batch_size: int = 256):
-        checks = {"rule": (rule, RULES), "score": (score, SCORES), "foreground": (foreground, SOURCES),
-                  "split": (split, ("train", "val")), "linear_units": (linear_units, ("activation", "skip"))}
-        for key, (value, allowed) in checks.items():
-            if value not in allowed:
-                raise ConfigError(f"feature_map.{key}: '{value}' is unknown; allowed: {', '.join(allowed)}")
-        for key, value in (("box_width", box_width), ("box_height", box_height)):
-            if not 0 < value <= 1:
-                raise ConfigError(f"feature_map.{key}: {value} must be a fraction in (0, 1]")
-        if not 0 < gradcam_percentile < 100:
-            raise ConfigError(f"feature_map.gradcam_percentile: {gradcam_percentile} must be in (0, 100)")
-        for key, value in (("min_bg_cells", min_bg_cells), ("min_images", min_images), ("images", images),
-                           ("batch_size", batch_size)):
-            if int(value) != value or value < 1:
-                raise ConfigError(f"feature_map.{key}: {value} must be a positive integer")
+    def __init__(self, rule: Literal["map-ex", "map"] = "map-ex",
+                 score: Literal["contrast", "ratio"] = "contrast",
+                 foreground: Source = "auto",
+                 box_width: Annotated[float, Range(0, 1, lo_open=True)] = 0.6,
+                 box_height: Annotated[float, Range(0, 1, lo_open=True)] = 0.9,
+                 gradcam_percentile: Annotated[float, Range(0, 100, lo_open=True, hi_open=True)] = 60.0,
+                 boxes: str | None = None, min_bg_cells: Annotated[int, Range(1)] = 4,
+                 min_images: Annotated[int, Range(1)] = 10, images: Annotated[int, Range(1)] = 2000,
+                 split: Literal["train", "val"] = "train", linear_units: Literal["activation", "skip"] = "activation",
+                 batch_size: Annotated[int, Range(1)] = 256):
         if (foreground == "boxes") != (boxes is not None):
             raise ConfigError("feature_map.boxes: give a boxes file exactly when foreground is 'boxes'")
         self.rule, self.kind, self.foreground = rule, score, foreground
@@ -279,7 +229,7 @@ class FeatureMap(ScoreMethod):
             return self.foreground
         if dataset not in AUTO_SOURCE:
             raise ConfigError(f"feature_map.foreground: 'auto' has no default for dataset '{dataset}'; "
-                              f"choose one of {', '.join(SOURCES[1:])}")
+                              f"choose one of {', '.join(get_args(Source)[1:])}")
         return AUTO_SOURCE[dataset]
 
     def _images(self, task: Task) -> tuple[Split, torch.Tensor]:
@@ -317,7 +267,7 @@ class FeatureMap(ScoreMethod):
         else:
             device = next(model.parameters()).device
             region = torch.cat([
-                gradcam_mask(model, normalize(images.x[i:i + self.batch_size].to(device), task.data.info),
+                gradcam_mask(model, task.normalize(images.x[i:i + self.batch_size]).to(device),
                              images.y[i:i + self.batch_size].to(device), self.percentile).cpu()
                 for i in range(0, n, self.batch_size)])
         self._regions = region
@@ -337,7 +287,7 @@ class FeatureMap(ScoreMethod):
             if isinstance(modules[unit.name], nn.Linear) and self.linear_units == "skip":
                 continue
             for member in unit.members:
-                node, relu = _activation_node(gm, member)
+                node, relu = activation_node(gm, member)
                 probes[member] = _Probe(node.name, relu, geo.get(node.name))
         by_node: dict[str, list[_Probe]] = {}
         for p in probes.values():
@@ -347,7 +297,7 @@ class FeatureMap(ScoreMethod):
         gm.eval()  # gm shares its submodules with model: this switches model's BN to eval too
         with torch.no_grad():
             for i in range(0, len(images), self.batch_size):
-                x = normalize(images.x[i:i + self.batch_size].to(device), task.data.info)
+                x = task.normalize(images.x[i:i + self.batch_size]).to(device)
                 rec = _Recorder(gm, set(by_node))
                 rec.run(x)
                 reg = region[i:i + self.batch_size].to(device)
@@ -414,7 +364,7 @@ class FeatureMap(ScoreMethod):
     def extra_cost_s(cls, spec) -> float | None:
         """Scoring cost for `bench plan`: one recording forward of `images` per round, plus
         Grad-CAM's forward and backward (about 3 forwards) once, where Grad-CAM marks the foreground."""
-        from bench.probe import forward_seconds
+        from bench.api import forward_seconds
 
         m = cls(**dict(spec.method_args))
         source = AUTO_SOURCE.get(spec.dataset) if m.foreground == "auto" else m.foreground

@@ -13,8 +13,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.api import ScoreMethod, Task
-from bench.registry import register
+from typing import Literal
+
+from bench.api import ScoreMethod, Task, register
 
 
 def filter_l1(weight: torch.Tensor, drop_inputs: torch.Tensor | None = None) -> torch.Tensor:
@@ -30,10 +31,7 @@ class Magnitude(ScoreMethod):
     name = "magnitude"
     summary = "L1 norm of each filter (Li et al. 2017); data-free"
 
-    def __init__(self, strategy: str = "greedy"):
-        if strategy not in ("greedy", "independent"):
-            from bench.errors import ConfigError
-            raise ConfigError(f"magnitude.strategy: '{strategy}' is unknown; allowed: greedy, independent")
+    def __init__(self, strategy: Literal["greedy", "independent"] = "greedy"):
         self.strategy = strategy
 
     def _scores(self, model: nn.Module, units, removed: dict[str, set[int]] | None = None) -> dict[str, torch.Tensor]:

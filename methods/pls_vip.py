@@ -38,20 +38,15 @@ conv (the VGG rule of the paper's code); ResNet block-internal convs only is the
 """
 from __future__ import annotations
 
-from typing import ClassVar, Iterable, Sequence
+from typing import Annotated, ClassVar, Iterable, Literal, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from bench.api import ScoreMethod, Task
-from bench.errors import ConfigError
-from bench.registry import register
-from bench.surgery import Unit, output_layer
+from bench.api import Range, ScoreMethod, Task, Unit, output_layer, register
 
-POOLINGS = ("max", "avg")
 PAPER_ROUNDS = 8  # methods.md §2: K iterations; README row ResNet-56 / CIFAR-10 at 52.56 % FLOPs = iteration 8
-LAYER_RULES = ("all", "paper")
 
 
 def vip(x_scores: np.ndarray, x_weights: np.ndarray, y_loadings: np.ndarray) -> np.ndarray:
@@ -138,18 +133,9 @@ class PLSVIP(ScoreMethod):
     comparable_scores = True
     pruning_defaults: ClassVar[dict] = {"ranking": "global", "rounds": PAPER_ROUNDS}
 
-    def __init__(self, samples: int = 10000, components: int = 2, pooling: str = "max", layers: str = "all",
-                 batch_size: int = 256):
-        if not isinstance(samples, int) or samples < 2:
-            raise ConfigError(f"pls_vip.samples: must be an integer >= 2, got {samples!r}")
-        if not isinstance(components, int) or components < 1:
-            raise ConfigError(f"pls_vip.components: must be an integer >= 1, got {components!r}")
-        if pooling not in POOLINGS:
-            raise ConfigError(f"pls_vip.pooling: '{pooling}' is unknown; allowed: {', '.join(POOLINGS)}")
-        if layers not in LAYER_RULES:
-            raise ConfigError(f"pls_vip.layers: '{layers}' is unknown; allowed: {', '.join(LAYER_RULES)}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"pls_vip.batch_size: must be an integer >= 1, got {batch_size!r}")
+    def __init__(self, samples: Annotated[int, Range(2)] = 10000, components: Annotated[int, Range(1)] = 2,
+                 pooling: Literal["max", "avg"] = "max", layers: Literal["all", "paper"] = "all",
+                 batch_size: Annotated[int, Range(1)] = 256):
         self.samples = samples
         self.components = components
         self.pooling = pooling
@@ -191,7 +177,7 @@ class PLSVIP(ScoreMethod):
     def extra_cost_s(cls, spec) -> float | None:
         """Feature extraction for `bench plan`: one forward of `samples` training images per
         scoring round (the PLS fit itself is not priced)."""
-        from bench.probe import forward_seconds
+        from bench.api import forward_seconds
 
         m = cls(**dict(spec.method_args))
         return forward_seconds(spec, min(m.samples, spec.train_subset or m.samples) * spec.pruning.rounds)

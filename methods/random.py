@@ -8,8 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.api import ScoreMethod, Task
-from bench.registry import register
+from bench.api import ScoreMethod, Task, register
 
 
 @register

@@ -30,22 +30,18 @@ Choices the paper does not fix or that this suite adds ([X] in methods.md):
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 import zlib
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from bench.api import FullMethod, Target, Task
-from bench.datasets import normalize
-from bench.driver import plan_keep
-from bench.errors import ConfigError
-from bench.registry import register
+from bench.api import FullMethod, Range, Target, Task, register
+from methods._fx import bn_chain_end
 
-FILLS = ("agent", "l1")
 MIN_SHARE = 1e-3  # allocation of a unit whose agent kept every filter: cut last, if at all
 
 
@@ -87,17 +83,7 @@ class Agent(nn.Module):
 
 def mask_points(model: nn.Module, gm: fx.GraphModule, unit) -> list[fx.Node]:
     """For each member layer of the unit, the last node of its conv/linear -> BN chain."""
-    mods = dict(model.named_modules())
-    points = []
-    for node in gm.graph.nodes:
-        if node.op == "call_module" and node.target in unit.members:
-            while len(node.users) == 1:
-                user = next(iter(node.users))
-                if user.op != "call_module" or not isinstance(mods.get(user.target), nn.modules.batchnorm._BatchNorm):
-                    break
-                node = user
-            points.append(node)
-    return points
+    return [bn_chain_end(gm, m) for m in unit.members]
 
 
 class MaskedEval:
@@ -190,20 +176,12 @@ class RLAgent(FullMethod):
     summary = "per-layer REINFORCE agents, reward (b-drop)/b*log(N/kept) (Huang et al. 2018)"
     needs_finetune = True  # the harness fine-tunes the pruned net with the whole fine-tune budget
 
-    def __init__(self, b: float = 2.0, samples: int = 16, updates: int = 40, lr: float = 0.05,
-                 init_keep: float = 0.9, eval_size: int = 1000, fill: str = "agent"):
-        if fill not in FILLS:
-            raise ConfigError(f"rl_agent.fill: '{fill}' is unknown; allowed: {', '.join(FILLS)}")
-        values = dict(b=b, samples=samples, updates=updates, lr=lr, init_keep=init_keep, eval_size=eval_size)
-        rules = {"b": (lambda v: v > 0, "> 0 (accuracy points)"),
-                 "samples": (lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
-                 "updates": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-                 "lr": (lambda v: v > 0, "> 0"),
-                 "init_keep": (lambda v: 0 < v < 1, "in (0, 1)"),
-                 "eval_size": (lambda v: isinstance(v, int) and v >= 10, "an integer >= 10")}
-        for k, (ok, allowed) in rules.items():
-            if not ok(values[k]):
-                raise ConfigError(f"rl_agent.{k}: {values[k]!r} is invalid; allowed: {allowed}")
+    def __init__(self, b: Annotated[float, Range(0, lo_open=True)] = 2.0,  # accuracy points
+                 samples: Annotated[int, Range(2)] = 16, updates: Annotated[int, Range(1)] = 40,
+                 lr: Annotated[float, Range(0, lo_open=True)] = 0.05,
+                 init_keep: Annotated[float, Range(0, 1, lo_open=True, hi_open=True)] = 0.9,
+                 eval_size: Annotated[int, Range(10)] = 1000,
+                 fill: Literal["agent", "l1"] = "agent"):
         self.b, self.samples, self.updates, self.lr = float(b), samples, updates, float(lr)
         self.init_keep, self.eval_size, self.fill = float(init_keep), eval_size, fill
 
@@ -249,7 +227,7 @@ class RLAgent(FullMethod):
         the target (`allocation_scores`) and filled by agent probability or L1; the harness fine-tunes."""
         t0 = time.perf_counter()
         val = task.data.val.subset(self.eval_size, task.seed)
-        xs = [normalize(val.x[i:i + 1000], task.data.info).to(task.device) for i in range(0, len(val), 1000)]
+        xs = [task.normalize(val.x[i:i + 1000]) for i in range(0, len(val), 1000)]
         ys = [val.y[i:i + 1000].to(task.device) for i in range(0, len(val), 1000)]
         units = task.units(model)
         maxp = task.spec.pruning.max_layer_prune
@@ -265,8 +243,7 @@ class RLAgent(FullMethod):
             task.log_metric(f"rl/{name}/ref_acc", ref)
             task.log_metric(f"rl/{name}/search_s", time.perf_counter() - s0)
         scores = allocation_scores(removed, order)
-        cfg = dataclasses.replace(task.spec.pruning, ranking="global")
-        plan = plan_keep(model, task.example, scores, target, cfg, comparable=True)
+        plan = task.plan(model, scores, target, comparable=True, ranking="global")
         for name, unit in units.items():
             task.log_param(f"rl/{name}/kept", f"{len(plan.keep.get(name, range(unit.size)))}/{unit.size}")
         task.log_param("rl/fill", self.fill)
@@ -278,8 +255,7 @@ class RLAgent(FullMethod):
         """Search cost for `bench plan`: per unit, `updates` x `samples` masked evaluations of
         `eval_size` images through about half the network (the suffix after the unit). Memoised
         repeats make this an upper bound."""
-        from bench.datasets import DATASETS
-        from bench.probe import forward_seconds, unit_count
+        from bench.api import DATASETS, forward_seconds, unit_count
 
         m = cls(**dict(spec.method_args))
         units = unit_count(spec.model, spec.model_args, DATASETS[spec.dataset].shape, spec.pruning.include_coupled)

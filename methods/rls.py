@@ -50,33 +50,23 @@ from `task.save_reference`), or the `rls@no_prune` variant trained over the same
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
-from typing import Any
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
-from bench.api import FullMethod, Target, Task
-from bench.errors import ConfigError
-from bench.measure import widths
-from bench.registry import register
-from bench.surgery import CostModel, min_keep
-from bench.training import FitContext, Hook
-from methods._rls_optim import MODES, RLS, SHRINKS, shrink
+from bench.api import FitContext, FullMethod, Hook, Range, Target, Task, min_keep, register, widths
+from methods._rls_optim import RLS, shrink
 
-CRITERIA = ("val_loss", "val_acc")
-SCORES = ("diag", "block")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # Per-loss defaults of lr (η), alpha (α) and bias_in_p, used where an option is left null (see
 # the module docstring): CE is the paper's "combined with a first-order optimizer" mode (biases
 # on SGD); MSE is classical RLS (η = 1, the bias an augmented input row of P).
+Positive = Annotated[float, Range(0, lo_open=True)]
 LOSS_DEFAULTS = {"ce": {"lr": 10.0, "alpha": 3e-4, "bias_in_p": False},
                  "mse": {"lr": 1.0, "alpha": 1e-3, "bias_in_p": True}}
-
-
-def _choice(option: str, value: Any, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(f"rls.{option}: '{value}' is unknown; allowed: {', '.join(map(str, allowed))}")
 
 
 def rows_per_channel(layer: nn.Module, channels: int) -> int:
@@ -173,8 +163,7 @@ class PruneOnRecovery(Hook):
         self.reached = False
 
     def _cost(self, model: nn.Module) -> float:
-        kind = self.target.kind if self.target else "macs"
-        return self.task.macs(model) if kind == "macs" else self.task.params(model)
+        return self.task.cost(model, self.target.kind if self.target else "macs")
 
     def on_fit_start(self, ctx: FitContext) -> None:
         self.base_macs = self.task.macs(ctx.model)
@@ -228,8 +217,7 @@ class PruneOnRecovery(Hook):
                     kept[name] = unit.size - n_cut
         if self.target is None:
             return keep
-        cost = CostModel(model, self.task.example, units)
-        measure = cost.macs if self.target.kind == "macs" else cost.params
+        measure = self.task.predictor(model, units, self.target.kind)
         now = self._cost(model) / self.base_cost  # fraction of the original cost left
         after = now * measure(kept) / measure({})
         if keep and 1 - after < self.target.reduction - self.target.tolerance:
@@ -237,7 +225,7 @@ class PruneOnRecovery(Hook):
         # Aim at the upper half of the tolerance band, so that "-50 %" never reads 49 %: being a
         # little more pruned can only cost RLS accuracy, never flatter it.
         tol = self.target.tolerance / 2
-        step = Target(self.target.kind, 1 - (1 - self.target.reduction - tol) / now, tol / now)
+        step = dataclasses.replace(self.target, reduction=self.target.reduction + tol, tolerance=tol).relative_to(1 - now)
         self.reached = True
         if step.reduction <= 0:
             return {}
@@ -296,36 +284,20 @@ class RLSPrune(FullMethod):
     needs_pretrained = False
     needs_finetune = False
 
-    def __init__(self, mode: str = "target", loss: str = "ce", lr: float | None = None, lam: float = 1.0,
-                 alpha: float | None = None, update: str = "average", epochs_before_prune: int = 2,
-                 ratio: float = 0.2, criterion: str = "val_loss", score: str = "diag", shrink: str = "schur",
-                 recovery_epochs: int = 1, rollback: bool = True, bias_in_p: bool | None = None,
-                 dtype: str = "float64", eps: float = 1e-12, anneal: bool = False, sgd_lr: float | None = None,
-                 use_p: bool = True, prune: bool = True):
-        _choice("mode", mode, ("target", "adaptive"))
-        _choice("loss", loss, tuple(LOSS_DEFAULTS))
+    def __init__(self, mode: Literal["target", "adaptive"] = "target", loss: Literal["ce", "mse"] = "ce",
+                 lr: Positive | None = None, lam: Annotated[float, Range(0, 1, lo_open=True)] = 1.0,
+                 alpha: Positive | None = None, update: Literal["average", "exact"] = "average",
+                 epochs_before_prune: Annotated[int, Range(1)] = 2,
+                 ratio: Annotated[float, Range(0, 1, lo_open=True, hi_open=True)] = 0.2,  # of a unit per cut
+                 criterion: Literal["val_loss", "val_acc"] = "val_loss", score: Literal["diag", "block"] = "diag",
+                 shrink: Literal["schur", "submatrix"] = "schur", recovery_epochs: Annotated[int, Range(0)] = 1,
+                 rollback: bool = True, bias_in_p: bool | None = None,
+                 dtype: Literal["float64", "float32"] = "float64", eps: Positive = 1e-12, anneal: bool = False,
+                 sgd_lr: Positive | None = None, use_p: bool = True, prune: bool = True):
         defaults = LOSS_DEFAULTS[loss]
         lr = defaults["lr"] if lr is None else lr
         alpha = defaults["alpha"] if alpha is None else alpha
         bias_in_p = defaults["bias_in_p"] if bias_in_p is None else bias_in_p
-        _choice("update", update, MODES)
-        _choice("criterion", criterion, CRITERIA)
-        _choice("score", score, SCORES)
-        _choice("shrink", shrink, SHRINKS)
-        _choice("dtype", dtype, tuple(DTYPES))
-        if not 0 < lam <= 1:
-            raise ConfigError(f"rls.lam: forgetting factor must be in (0, 1], got {lam}")
-        for opt, v in (("lr", lr), ("alpha", alpha), ("eps", eps)):
-            if not v > 0:
-                raise ConfigError(f"rls.{opt}: must be > 0, got {v}")
-        if not 0 < ratio < 1:
-            raise ConfigError(f"rls.ratio: fraction of a unit cut per event, in (0, 1); got {ratio}")
-        if epochs_before_prune < 1 or recovery_epochs < 0:
-            raise ConfigError("rls.epochs_before_prune must be >= 1 and rls.recovery_epochs >= 0")
-        if not isinstance(use_p, bool) or not isinstance(prune, bool):
-            raise ConfigError(f"rls.use_p and rls.prune: expected true/false, got {use_p!r}, {prune!r}")
-        if sgd_lr is not None and not sgd_lr > 0:
-            raise ConfigError(f"rls.sgd_lr: must be > 0 or null, got {sgd_lr}")
         self.mode, self.loss, self.lr, self.lam, self.alpha, self.update = mode, loss, lr, lam, alpha, update
         self.epochs_before_prune, self.ratio, self.criterion = epochs_before_prune, ratio, criterion
         self.score, self.shrink, self.recovery_epochs, self.rollback = score, shrink, recovery_epochs, rollback

@@ -10,11 +10,16 @@ def bench(*args, cwd=REPO):
     return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True, cwd=cwd)
 
 
-def test_methods_lists_each_registered_method_on_one_line():
+def test_methods_lists_each_registered_method_on_one_line_with_its_options():
     out = bench("methods")
     assert out.returncode == 0
-    names = [line.split()[0] for line in out.stdout.splitlines()]
-    assert {"magnitude", "random"} <= set(names) and len(names) == len(set(names))
+    lines = out.stdout.splitlines()
+    names = [line.split()[0] for line in lines if not line.startswith(" ")]
+    assert {"magnitude", "random", "csgd", "rls"} <= set(names)
+    assert len(names) == len(set(names))
+    assert lines[lines.index(next(x for x in lines if x.startswith("magnitude "))) + 1] == \
+        "    strategy: greedy, independent = 'greedy'"
+    assert "    epsilon: float > 0 or auto = 'auto'" in lines
 
 
 def test_unknown_method_is_one_clear_line_and_exit_2(tmp_path):

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from bench import models
-from bench.api import Target
-from bench.config import PruningConfig
+from bench.api import Target, Task
+from bench.config import PruningConfig, RunSpec
 from bench.errors import ConfigError
 from bench.measure import count_macs
 from bench.merge import check_clusters, merge
@@ -95,7 +95,9 @@ def test_widths_meet_the_target_within_tolerance(name, args, shape, coupled, red
     units = find_units(m, x, include_coupled=coupled)
     cost = CostModel(m, x, units)
     target = Target("macs", reduction)
-    widths = target_widths(m, x, units, target, PruningConfig(max_layer_prune=0.9))
+    spec = RunSpec("csgd", "cifar10", name, 0, "macs", reduction, pruning=PruningConfig(max_layer_prune=0.9))
+    task = Task(spec=spec, data=None, device="cpu", example=x, logger=None, trainer=None, target=target)
+    widths = target_widths(m, task, units, target)
     assert abs(1 - cost.macs(widths) / cost.macs({}) - reduction) <= target.tolerance
     assert all(1 <= widths[n] <= u.size for n, u in cost.units.items())
 

@@ -1,0 +1,83 @@
+"""bench.api's contracts: one registry name per class, typed options, one target rule."""
+from __future__ import annotations
+
+import importlib
+from typing import Annotated, Literal
+
+import pytest
+
+from bench import registry
+from bench.api import Range, ScoreMethod, Target, register
+from bench.errors import ConfigError
+from bench.options import describe
+
+
+def test_a_different_class_under_a_taken_name_fails_naming_both():
+    registry.discover()
+
+    # a third-party class with the built-in's __qualname__ (what the old check compared)
+    Magnitude = type("Magnitude", (ScoreMethod,), {"name": "magnitude", "__module__": "thirdparty.plugin"})
+    with pytest.raises(ValueError, match=r"taken by methods\.magnitude\.Magnitude; "
+                                         r"thirdparty\.plugin\.Magnitude cannot register"):
+        register(Magnitude)
+    assert registry.get_method("magnitude").__module__ == "methods.magnitude"
+
+
+def test_reimporting_a_method_module_registers_it_again_without_error():
+    import methods.magnitude
+
+    importlib.reload(methods.magnitude)
+    assert registry.get_method("magnitude") is methods.magnitude.Magnitude
+
+
+class Typed(ScoreMethod):
+    name = "typed_probe"
+
+    def __init__(self, mode: Literal["a", "b"] = "a", frac: Annotated[float, Range(0, 1, lo_open=True)] = 0.5,
+                 n: Annotated[int, Range(2)] = 3, lr: Annotated[float, Range(0, lo_open=True)] | None = None,
+                 flag: bool = False):
+        self.mode, self.frac, self.n, self.lr, self.flag = mode, frac, n, lr, flag
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"mode": "c"}, "m.mode: 'c' is invalid; allowed: a, b"),
+    ({"frac": 0.0}, "m.frac: 0.0 is invalid; allowed: float in (0, 1]"),
+    ({"frac": "0.5"}, "m.frac: '0.5' is invalid; allowed: float in (0, 1]"),
+    ({"n": 2.5}, "m.n: 2.5 is invalid; allowed: int >= 2"),
+    ({"n": True}, "m.n: True is invalid; allowed: int >= 2"),
+    ({"lr": -1}, "m.lr: -1 is invalid; allowed: float > 0 or null"),
+    ({"flag": 1}, "m.flag: 1 is invalid; allowed: bool"),
+    ({"nope": 1}, "m.nope: unknown option of method 'typed_probe'; allowed: mode, frac, n, lr, flag"),
+])
+def test_one_validator_names_the_field_and_the_allowed_values(args, message):
+    with pytest.raises(ConfigError) as e:
+        Typed.validate_args(args, "m")
+    assert str(e.value) == message
+
+
+def test_good_values_pass_and_constructing_directly_is_checked_too():
+    Typed.validate_args({"mode": "b", "frac": 1, "n": 2, "lr": None, "flag": True}, "m")
+    assert Typed(frac=1).frac == 1
+    with pytest.raises(ConfigError, match="typed_probe.mode: 'z' is invalid"):
+        Typed(mode="z")
+
+
+def test_a_default_outside_its_own_type_is_refused_at_registration():
+    class Broken(ScoreMethod):
+        name = "broken_probe"
+
+        def __init__(self, k: Annotated[int, Range(1)] = 0):
+            self.k = k
+
+    with pytest.raises(TypeError, match="default 0 of option 'k' is not a int >= 1"):
+        register(Broken)
+    assert describe(Literal["x"] | None) == "x or null"
+
+
+def test_target_relative_to_keeps_the_absolute_end_point_and_band():
+    t = Target("macs", 0.5, 0.02)
+    step = t.relative_to(0.2)  # 80 % of the cost left; 50 % of the base is 62.5 % of what is left
+    assert step.reduction == pytest.approx(0.375) and step.tolerance == pytest.approx(0.025)
+    assert t.met(0.48) and t.met(0.52) and not t.met(0.5201)
+    assert t.reached(0.48) and not t.reached(0.4799) and t.reached(0.9)
+    assert Target("params", 0.3).relative_to(0.0).reduction == pytest.approx(0.3)
