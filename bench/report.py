@@ -18,8 +18,8 @@ from bench.errors import BenchError
 from bench.report_index import fmt_list, index
 from bench.report_load import load_curves, load_runs, load_widths
 from bench.report_repro import reproduction, reproduction_latex, reproduction_markdown
-from bench.report_stats import aggregate, paired_comparisons, pareto_table, ranking
-from bench.report_tables import build_tables
+from bench.report_stats import ablation_comparisons, aggregate, paired_comparisons, pareto_table, ranking
+from bench.report_tables import ablations_markdown, build_tables
 
 
 @dataclass
@@ -78,6 +78,7 @@ def build_report(results_dir: str | os.PathLike = "results", experiment: str | N
     tables = build_tables(summary, runs, with_gpu)
     rep = reproduction(summary)
     paired = paired_comparisons(runs, reference)
+    ablations = ablation_comparisons(runs)
     rank = ranking(runs)
     front = pareto_table(runs)
     curves = load_curves(tracker, runs)
@@ -91,6 +92,10 @@ def build_report(results_dir: str | os.PathLike = "results", experiment: str | N
     for path, frame in frames.items():
         frame.to_csv(path, index=False)
     written = list(frames)
+    if len(ablations):  # variants `X@label` next to their plain `X`: does each mechanism matter?
+        ablations.to_csv(out / "ablations.csv", index=False)
+        (out / "ablations.md").write_text(ablations_markdown(ablations))
+        written += [out / "ablations.csv", out / "ablations.md"]
     for t in tables:
         paths = [out / "tables" / f"{t.stem}.{ext}" for ext in ("csv", "md", "tex")]
         t.csv_frame().to_csv(paths[0], index=False)
@@ -111,7 +116,7 @@ def build_report(results_dir: str | os.PathLike = "results", experiment: str | N
         fig_paths += rf.save(fig, out / "figures" / name)
     extras = method_extras(runs, curves, out)
     (out / "index.md").write_text(index(
-        runs=runs, tables=tables, rep=rep, paired=paired, rank=rank, reference=reference,
+        runs=runs, tables=tables, rep=rep, paired=paired, ablations=ablations, rank=rank, reference=reference,
         figures={k: c for k, (_, c) in figures.items()}, extras=extras, out=out, uri=tracker.uri,
         experiment=experiment, no_widths=no_widths))
     return ReportFiles(out, out / "index.md", written, fig_paths + extras)

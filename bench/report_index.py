@@ -86,7 +86,7 @@ def verdict(paired: pd.DataFrame, rank: Ranking | None, reference: str) -> list[
 
 
 def index(*, runs: pd.DataFrame, tables: list[Table], rep: pd.DataFrame, paired: pd.DataFrame,
-          rank: Ranking | None, reference: str, figures: dict[str, str], extras: list[Path], out: Path,
+          ablations: pd.DataFrame, rank: Ranking | None, reference: str, figures: dict[str, str], extras: list[Path], out: Path,
           uri: str, experiment: str | None, no_widths: list[str]) -> str:
     """The page. `figures`: name -> caption of files under figures/; `extras`: plugin files."""
     counts = runs["status"].value_counts()
@@ -114,6 +114,11 @@ def index(*, runs: pd.DataFrame, tables: list[Table], rep: pd.DataFrame, paired:
         "", "## Paired comparison with the reference", "",
         paired_markdown(paired) if len(paired) else f"No cell holds `{reference}` and another variant.",
         "Files: [CSV](tables/paired.csv), [ranking CSV](tables/ranking.csv).", "",
+    ]
+    if len(ablations):
+        lines += ["## Ablations: variant vs its plain method", "", paired_markdown(ablations),
+                  "Holm over all pairs. Files: [Markdown](ablations.md), [CSV](ablations.csv).", ""]
+    lines += [
         "## Tables (variants as rows)", "",
     ]
     for t in tables:

@@ -41,6 +41,10 @@ def tidy(frame: pd.DataFrame, experiment_names: dict[str, str] | None = None) ->
     for c in ("acc_base", "acc_pruned", "acc_final", "acc_val_pruned", "acc_val_final"):
         df[f"{c}_pct"] = 100 * num(c)
     df["delta_acc_pp"] = df["acc_final_pct"] - df["acc_base_pct"]
+    # A method's own unpruned net (`Task.save_reference("<name>_unpruned")`, e.g. RLS): 2nd Δacc reference
+    own = [c for c in df.columns if c.startswith("acc_") and c.endswith("_unpruned")]
+    own_acc = pd.concat([num(c) for c in own], axis=1).bfill(axis=1).iloc[:, 0] if own else num("acc_own_unpruned")
+    df["delta_acc_own_pp"] = df["acc_final_pct"] - 100 * own_acc
     df["macs_reduction_pct"] = 100 * num("macs_reduction")
     df["params_reduction_pct"] = 100 * num("params_reduction")
     df["macs_speedup_x"] = num("macs_base") / num("macs_pruned")
@@ -48,7 +52,7 @@ def tidy(frame: pd.DataFrame, experiment_names: dict[str, str] | None = None) ->
     for dev in ("cpu", "gpu"):
         for b in (1, 64):
             df[f"speedup_{dev}_b{b}_x"] = num(f"latency_{dev}_b{b}_base_ms") / num(f"latency_{dev}_b{b}_pruned_ms")
-    for c in ("prune_time_s", "finetune_time_s", "target", "target_met", "macs_pruned",
+    for c in ("prune_time_s", "finetune_time_s", "target", "target_met", "macs_pruned", "epochs_used", "budget_met",
               "latency_cpu_b1_pruned_ms", "latency_gpu_b1_pruned_ms"):
         df[c] = num(c)
     df["total_time_s"] = df["prune_time_s"] + df["finetune_time_s"]

@@ -43,6 +43,9 @@ METRICS = [
     Metric("acc_base_pct", "Base acc (%)", r"Base acc (\%)", None, 2),
     Metric("acc_final_pct", "Final acc (%)", r"Final acc (\%)", "max", 2),
     Metric("delta_acc_pp", "Δacc (pp)", r"$\Delta$acc (pp)", "max", 2, signed=True),
+    # Against the method's own unpruned net (RLS: `acc_rls_unpruned`); shown only where logged.
+    Metric("delta_acc_own_pp", "Δacc vs own unpruned (pp)", r"$\Delta$acc vs own unpruned (pp)", None, 2,
+           signed=True),
     Metric("acc_val_final_pct", "Final val acc (%)", r"Final val acc (\%)", None, 2),
     Metric("macs_reduction_pct", "MACs ↓ (%)", r"MACs $\downarrow$ (\%)", "max", 1),
     Metric("params_reduction_pct", "Params ↓ (%)", r"Params $\downarrow$ (\%)", "max", 1),
@@ -54,7 +57,14 @@ METRICS = [
     Metric("prune_time_s", "Prune time (s)", "Prune time (s)", None, 1),
     Metric("finetune_time_s", "Fine-tune time (s)", "Fine-tune time (s)", None, 1),
     Metric("total_time_s", "Prune + fine-tune (s)", "Prune + fine-tune (s)", "min", 1),
+    Metric("epochs_used", "Epochs used", "Epochs used", None, 2),
 ]
+# Shown only where some run logged them (stores written before these existed stay readable).
+OPTIONAL_METRICS = {"acc_val_final_pct", "delta_acc_own_pp", "epochs_used"}
+# A method that scores some units by a fallback logs `<method>.fallback_share` (share of the removed
+# MACs the fallback decided); a run above this share is labelled in the tables.
+FALLBACK_SUFFIX = ".fallback_share"
+FALLBACK_MAJORITY = 0.5
 GPU_METRICS = {"speedup_gpu_b1_x", "speedup_gpu_b64_x"}
 # Aggregated as well (figures, reproduction check) but not table columns.
 EXTRA_AGG = ["acc_pruned_pct", "acc_val_pruned_pct", "macs_speedup_x", "params_speedup_x", "macs_pruned",
@@ -90,6 +100,10 @@ def aggregate(runs: pd.DataFrame, columns: Iterable[str] | None = None) -> pd.Da
         other = g.loc[g["status"] != "done", "status"].value_counts()
         row["not_done"] = ", ".join(f"{n} {s}" for s, n in other.items())
         row["target_met"] = int(done["target_met"].fillna(0).sum()) if "target_met" in done else 0
+        row["budget_over"] = int((done["budget_met"] == 0).sum()) if "budget_met" in done else 0
+        shares = [c for c in done.columns if c.endswith(FALLBACK_SUFFIX)]
+        share = done[shares].apply(pd.to_numeric, errors="coerce").max(axis=1) if shares else pd.Series(dtype=float)
+        row["fallback_majority"] = int((share > FALLBACK_MAJORITY).sum())
         row["method_mode"] = ",".join(sorted(set(g["method_mode"]) - {""}))
         for c in protocol:
             row[c] = ",".join(sorted({str(v) for v in g[c].dropna()}))
@@ -149,29 +163,48 @@ def verdict_word(n: int, mean_diff: float, p_adj: float) -> str:
     return f"not distinguishable at n={n}"
 
 
-def paired_comparisons(runs: pd.DataFrame, reference: str = "magnitude", metric: str = "acc_final_pct") -> pd.DataFrame:
-    """Every variant against `reference` in each cell, paired over seeds (both finished), with
-    Holm correction over all comparisons of one (experiment, dataset, model) table. Cells without
-    the reference have no rows. Differences in the metric's units (pp for accuracies)."""
+PAIRED_COLUMNS = CELL + ["variant", "reference", "metric", "n", "mean_diff", "ci_low", "ci_high", "p_t", "p_wilcoxon"]
+
+
+def _pairs(runs: pd.DataFrame, metric: str, reference_of) -> pd.DataFrame:
+    """One paired test per cell and variant v whose `reference_of(v)` ran in the same cell (None: skip)."""
     done = runs[runs["status"] == "done"]
     rows = []
     for cell, g in done.groupby(CELL, sort=True):
         table = _per_seed(g, metric)
-        if reference not in table:
-            continue
         for v in table.columns:
-            if v == reference:
+            ref = reference_of(v)
+            if ref is None or ref == v or ref not in table:
                 continue
-            pair = table[[v, reference]].dropna()
-            rows.append({**dict(zip(CELL, cell)), "variant": v, "reference": reference, "metric": metric,
-                         **paired_test(pair[v], pair[reference])})
-    cols = CELL + ["variant", "reference", "metric", "n", "mean_diff", "ci_low", "ci_high", "p_t", "p_wilcoxon"]
-    out = pd.DataFrame(rows, columns=cols)
+            pair = table[[v, ref]].dropna()
+            rows.append({**dict(zip(CELL, cell)), "variant": v, "reference": ref, "metric": metric,
+                         **paired_test(pair[v], pair[ref])})
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def _with_verdict(out: pd.DataFrame) -> pd.DataFrame:
+    out["verdict"] = [verdict_word(n, d, p) for n, d, p in zip(out["n"], out["mean_diff"], out["p_holm"])]
+    return out
+
+
+def paired_comparisons(runs: pd.DataFrame, reference: str = "magnitude", metric: str = "acc_final_pct") -> pd.DataFrame:
+    """Every variant against `reference` in each cell, paired over seeds (both finished), with
+    Holm correction over all comparisons of one (experiment, dataset, model) table. Cells without
+    the reference have no rows. Differences in the metric's units (pp for accuracies)."""
+    out = _pairs(runs, metric, lambda v: reference)
     out["p_holm"] = np.nan
     for _, g in out.groupby(SETTING, sort=False):
         out.loc[g.index, "p_holm"] = holm(g["p_t"])
-    out["verdict"] = [verdict_word(n, d, p) for n, d, p in zip(out["n"], out["mean_diff"], out["p_holm"])]
-    return out
+    return _with_verdict(out)
+
+
+def ablation_comparisons(runs: pd.DataFrame, metric: str = "acc_final_pct") -> pd.DataFrame:
+    """Each variant `X@label` against its plain method `X` in every cell where both ran, paired
+    over seeds: does the mechanism the variant removes or changes matter? Holm correction over all
+    pairs of the table (one family of questions, whatever the cell)."""
+    out = _pairs(runs, metric, lambda v: v.split("@", 1)[0] if "@" in v else None)
+    out["p_holm"] = holm(out["p_t"])
+    return _with_verdict(out)
 
 
 def significant_best(cell_runs: pd.DataFrame, metric: str, better: str) -> str | None:

@@ -24,8 +24,14 @@ Adaptations [X], none in the paper (our datasets have no boxes):
   upsampled bilinearly, foreground above its per-image `gradcam_percentile`;
 - "boxes": explicit boxes from an npz file (`boxes` option), for datasets that have them;
 - when the chosen rule leaves fewer than `min_images` usable images in a layer (deep layers whose
-  receptive field covers the whole image: everything is foreground), that layer falls back to
-  the "map" rule, then to mean activation; each fallback is logged per unit;
+  receptive field covers the whole image: everything is foreground), that layer moves on to the
+  "map" rule, then to "pooled" (the pixel mask average-pooled down to the map's stride tiles, a
+  cell foreground when its tile is mostly foreground; one background cell suffices, since a deep
+  cell is a whole tile: on VGG's 2x2 maps "map" needs 4 background cells of 4), and only then
+  to mean activation (the fallback); the rule used is logged per unit, and
+  `feature_map.fallback_share` logs the share of the removed MACs that fallback-scored units cut;
+- `scoring: activation` (the `feature_map@activation` ablation) scores every layer by mean
+  post-ReLU activation, the fallback everywhere;
 - linear units (LeNet's fc layers) have no spatial map: scored by mean post-ReLU activation
   (activation-magnitude fallback, logged), or left unpruned with `linear_units: skip`;
 - a residual group (only with `include_coupled`) averages the scores of its members' maps;
@@ -43,111 +49,18 @@ from typing import Annotated, Literal, get_args
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import fx, nn
+from torch import nn
 
 from bench.api import ConfigError, Geometry, Range, ScoreMethod, Split, Task, register, trace
 from methods._fx import activation_node
+from methods._masks import (RULES, STROKE_THRESHOLD, Recorder, boxes_mask, center_mask, gradcam_mask, grid_mask,
+                            stroke_mask)
 
 Source = Literal["auto", "stroke", "center", "gradcam", "boxes"]
 AUTO_SOURCE = {"mnist": "stroke", "svhn": "center", "cifar10": "gradcam"}
-STROKE_THRESHOLD = 0.5  # §6: MNIST foreground = pixels above 0.5 on [0, 1]
+FALLBACK = "activation-magnitude fallback"
 EPS = 1e-8
 TIE_BREAK = 1e-3
-
-
-# -- foreground regions (input pixels) ------------------------------------------------------------
-
-def stroke_mask(x: torch.Tensor, threshold: float = STROKE_THRESHOLD) -> torch.Tensor:
-    """uint8 [N, C, H, W] -> bool [N, H, W]: pixels brighter than `threshold` of full scale."""
-    return x.float().mean(1) / 255.0 > threshold
-
-
-def boxes_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Boxes [N, B, 4] (x0, y0, x1, y1 in pixels; NaN rows ignored) -> bool [N, H, W] of pixels they touch."""
-    boxes = boxes.double()
-    if boxes.ndim == 2:
-        boxes = boxes[:, None]
-    x0, y0, x1, y1 = boxes.unbind(-1)  # [N, B]; comparisons with NaN are False, so NaN rows drop out
-    cols = torch.arange(width, dtype=torch.float64)
-    rows = torch.arange(height, dtype=torch.float64)
-    in_c = (cols + 1 > x0[..., None]) & (cols < x1[..., None])  # pixel [c, c+1) overlaps [x0, x1)
-    in_r = (rows + 1 > y0[..., None]) & (rows < y1[..., None])
-    return (in_r[..., :, None] & in_c[..., None, :]).any(1)
-
-
-def center_mask(n: int, height: int, width: int, box_width: float, box_height: float) -> torch.Tensor:
-    """The same central box (fractions of the image side) for all n images: bool [N, H, W]."""
-    x0, y0 = width * (1 - box_width) / 2, height * (1 - box_height) / 2
-    box = torch.tensor([x0, y0, width - x0, height - y0], dtype=torch.float64)
-    return boxes_mask(box.expand(n, 4), height, width)
-
-
-def gradcam_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, percentile: float = 60.0,
-                 layer: str | None = None) -> torch.Tensor:
-    """Grad-CAM of the true class at the last conv's post-ReLU map (or at `layer`), upsampled to
-    the input and thresholded at its per-image `percentile`: bool [N, H, W] (~(100-p) % foreground)."""
-    gm, _ = trace(model, x)
-    convs = [n for n in gm.graph.nodes if n.op == "call_module"
-             and isinstance(gm.get_submodule(n.target), nn.Conv2d)]
-    if not convs:
-        raise ValueError("Grad-CAM needs a conv layer; the model has none")
-    node, _ = activation_node(gm, layer or convs[-1].target)
-    was = model.training
-    gm.eval()
-    rec = _Recorder(gm, {node.name})
-    with torch.enable_grad():
-        logits = rec.run(x)
-        act = rec.out[node.name]
-        grad, = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), act)
-    model.train(was)
-    cam = F.relu((grad.mean((2, 3), keepdim=True) * act).sum(1, keepdim=True)).detach()
-    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False).flatten(1)
-    thr = torch.quantile(cam, percentile / 100.0, dim=1, keepdim=True)
-    return (cam > thr).view(len(x), *x.shape[-2:])
-
-
-# -- foreground regions on a feature-map grid -------------------------------------------------------
-
-def grid_mask(region: torch.Tensor, geo: Geometry, rule: str = "map-ex") -> torch.Tensor:
-    """bool [N, H, W] pixel region -> bool [N, Hl, Wl]: which cells of a map with geometry `geo`
-    are foreground. "map-ex": the cell's receptive-field window touches the region; "map": its
-    centre does (a 1-pixel window, or the 2 pixels the centre lies between when rf is even)."""
-    n, h, w = region.shape
-    win, lo = [], []
-    for a in (0, 1):
-        if rule == "map-ex":
-            k, first = geo.rf[a], geo.start[a]
-        else:
-            k = 1 if geo.rf[a] % 2 else 2
-            first = geo.start[a] + (geo.rf[a] - k) // 2
-        win.append(k)
-        lo.append(first)
-    size = (h, w)
-    pad = []  # F.pad order: left, right, top, bottom
-    for a in (1, 0):
-        end = lo[a] + (geo.size[a] - 1) * geo.stride[a] + win[a]
-        pad += [max(0, -lo[a]), max(0, end - size[a])]
-    x = F.pad(region[:, None].float(), pad)
-    x = x[..., max(0, lo[0]):, max(0, lo[1]):]
-    out = F.max_pool2d(x, tuple(win), tuple(geo.stride))
-    return out[:, 0, :geo.size[0], :geo.size[1]] > 0
-
-
-# -- capturing post-ReLU maps -------------------------------------------------------------------------
-
-class _Recorder(fx.Interpreter):
-    """Runs the traced model and keeps the outputs of the named nodes."""
-
-    def __init__(self, gm: fx.GraphModule, names: set[str]):
-        super().__init__(gm)
-        self.names = names
-        self.out: dict[str, torch.Tensor] = {}
-
-    def run_node(self, n: fx.Node):
-        value = super().run_node(n)
-        if n.name in self.names:
-            self.out[n.name] = value
-        return value
 
 
 @dataclass
@@ -178,7 +91,8 @@ def _reduce(probe: _Probe, act: torch.Tensor, region: torch.Tensor, rules: tuple
         fg_sum = torch.einsum("bchw,bhw->bc", act, m)
         probe.fg[rule].append(fg_sum / n_fg.clamp(min=1)[:, None])
         probe.bg[rule].append((total - fg_sum) / (cells - n_fg).clamp(min=1)[:, None])
-        probe.ok[rule].append((n_fg >= 1) & (cells - n_fg >= min_bg))
+        need_bg = 1 if rule == "pooled" else min_bg  # a pooled cell is a whole stride tile of background
+        probe.ok[rule].append((n_fg >= 1) & (cells - n_fg >= need_bg))
 
 
 def representation_scores(fg: torch.Tensor, bg: torch.Tensor, kind: str = "contrast") -> torch.Tensor:
@@ -213,15 +127,17 @@ class FeatureMap(ScoreMethod):
                  boxes: str | None = None, min_bg_cells: Annotated[int, Range(1)] = 4,
                  min_images: Annotated[int, Range(1)] = 10, images: Annotated[int, Range(1)] = 2000,
                  split: Literal["train", "val"] = "train", linear_units: Literal["activation", "skip"] = "activation",
-                 batch_size: Annotated[int, Range(1)] = 256):
+                 batch_size: Annotated[int, Range(1)] = 256, scoring: Literal["mapex", "activation"] = "mapex"):
         if (foreground == "boxes") != (boxes is not None):
             raise ConfigError("feature_map.boxes: give a boxes file exactly when foreground is 'boxes'")
         self.rule, self.kind, self.foreground = rule, score, foreground
         self.box_width, self.box_height, self.percentile = box_width, box_height, gradcam_percentile
         self.boxes, self.min_bg, self.min_images = boxes, int(min_bg_cells), int(min_images)
         self.images, self.split, self.linear_units, self.batch_size = int(images), split, linear_units, int(batch_size)
+        self.scoring = scoring
         self._regions: torch.Tensor | None = None  # bool [N, H, W], fixed by the first score() call
         self._calls = 0
+        self._removed = [0.0, 0.0]  # MACs removed so far: by all cuts, by the cuts of fallback-scored units
 
     # -- data and foreground ----------------------------------------------------------------------
     def _source(self, dataset: str) -> str:
@@ -276,12 +192,14 @@ class FeatureMap(ScoreMethod):
     # -- scoring -----------------------------------------------------------------------------------
     def score(self, model: nn.Module, task: Task) -> dict[str, torch.Tensor]:
         units = task.units(model)
-        region = self.regions(model, task)
         images, _ = self._images(task)
+        if self.scoring == "activation":  # the ablation: mean activation everywhere, no foreground needed
+            rules, region = (), torch.zeros(len(images), *task.data.info.shape[1:], dtype=torch.bool)
+        else:  # each rule falls back to the next where it leaves too few usable images
+            rules, region = RULES[RULES.index(self.rule):], self.regions(model, task)
         device = next(model.parameters()).device
         gm, geo = trace(model, task.example)
         modules = dict(model.named_modules())
-        rules = (self.rule,) if self.rule == "map" else ("map-ex", "map")  # "map" is map-ex's fallback
         probes: dict[str, _Probe] = {}
         for unit in units.values():
             if isinstance(modules[unit.name], nn.Linear) and self.linear_units == "skip":
@@ -298,7 +216,7 @@ class FeatureMap(ScoreMethod):
         with torch.no_grad():
             for i in range(0, len(images), self.batch_size):
                 x = task.normalize(images.x[i:i + self.batch_size]).to(device)
-                rec = _Recorder(gm, set(by_node))
+                rec = Recorder(gm, set(by_node))
                 rec.run(x)
                 reg = region[i:i + self.batch_size].to(device)
                 for name, ps in by_node.items():
@@ -308,6 +226,7 @@ class FeatureMap(ScoreMethod):
 
         scores: dict[str, torch.Tensor] = {}
         notes: dict[str, str] = {}
+        fallback: set[str] = set()
         for unit in units.values():
             member_scores = []
             for member in unit.members:
@@ -318,28 +237,53 @@ class FeatureMap(ScoreMethod):
                 notes[member] = note
             if member_scores:
                 scores[unit.name] = torch.stack(member_scores).mean(0).float().cpu()
+                if any(notes[m].startswith(FALLBACK) for m in unit.members if m in notes):
+                    fallback.add(unit.name)
         self._log(task, notes, region)
+        self._log_fallback_share(model, task, units, scores, fallback)
         return scores
+
+    def _log_fallback_share(self, model: nn.Module, task: Task, units, scores, fallback: set[str]) -> None:
+        """`feature_map.fallback_share`: the share of the removed MACs (over all rounds so far) that the
+        cuts of fallback-scored units remove on their own. The harness plans from these scores with the
+        run's target and pruning settings, so the same plan is recomputed here (deterministic)."""
+        plan = task.plan(model, scores, comparable=self.comparable_scores)
+        macs = task.predictor(model, units, kind="macs")
+        kept = {n: len(k) for n, k in plan.keep.items()}
+        full = macs({})
+        self._removed[0] += full - macs(kept)
+        self._removed[1] += full - macs({n: k for n, k in kept.items() if n in fallback})
+        share = self._removed[1] / self._removed[0] if self._removed[0] > 0 else 0.0
+        task.log_metric("feature_map.fallback_share", share, self._calls)
 
     def _finish(self, p: _Probe, rules: tuple[str, ...]) -> tuple[torch.Tensor, str]:
         """A member's score and how it was obtained (rule used, usable images, or the fallback)."""
         mean = torch.cat(p.mean)
         if p.geo is None:
-            return mean.mean(0), "activation-magnitude fallback (linear layer: no spatial map)"
+            return mean.mean(0), f"{FALLBACK} (linear layer: no spatial map)"
         for rule in rules:
             ok = torch.cat(p.ok[rule])
             used = int(ok.sum())
             if used >= self.min_images:
                 fg, bg = torch.cat(p.fg[rule])[ok], torch.cat(p.bg[rule])[ok]
-                tag = "" if rule == self.rule else f" (fallback: {self.rule} left < {self.min_images} usable images)"
+                tag = "" if rule == rules[0] else f" ({rules[0]} left < {self.min_images} usable images)"
                 return representation_scores(fg, bg, self.kind), f"{rule}{tag}; images {used}/{len(ok)}"
-        return mean.mean(0), (f"activation-magnitude fallback: < {self.min_images} images with "
-                              f">= {self.min_bg} background cells (rf {p.geo.rf[0]}, map {p.geo.size[0]})")
+        if not rules:
+            return mean.mean(0), f"{FALLBACK} (scoring: activation)"
+        return mean.mean(0), (f"{FALLBACK}: < {self.min_images} usable images under every rule "
+                              f"(rf {p.geo.rf[0]}, map {p.geo.size[0]})")
 
     def _log(self, task: Task, notes: dict[str, str], region: torch.Tensor) -> None:
         self._calls += 1
-        task.log_metric("feature_map/foreground_fraction", float(region.float().mean()), self._calls)
+        if self.scoring == "mapex":
+            task.log_metric("feature_map/foreground_fraction", float(region.float().mean()), self._calls)
         if self._calls > 1:  # what is logged below depends only on masks and geometry: fixed per run
+            return
+        task.log_param("feature_map/scoring", "Map-EX (object vs background)" if self.scoring == "mapex" else
+                       "activation only (ablation: mean post-ReLU activation in every layer)")
+        for member, note in notes.items():
+            task.log_param(f"feature_map/layer/{member}", note)
+        if self.scoring == "activation":
             return
         source = self._source(task.data.info.name)
         described = {
@@ -357,8 +301,6 @@ class FeatureMap(ScoreMethod):
                        "background cells")
         task.log_param("feature_map/linear_units", "activation-magnitude fallback (adapted)"
                        if self.linear_units == "activation" else "not pruned")
-        for member, note in notes.items():
-            task.log_param(f"feature_map/layer/{member}", note)
 
     @classmethod
     def extra_cost_s(cls, spec) -> float | None:
@@ -368,4 +310,5 @@ class FeatureMap(ScoreMethod):
 
         m = cls(**dict(spec.method_args))
         source = AUTO_SOURCE.get(spec.dataset) if m.foreground == "auto" else m.foreground
+        source = None if m.scoring == "activation" else source
         return forward_seconds(spec, m.images * (spec.pruning.rounds + (3 if source == "gradcam" else 0)))

@@ -87,6 +87,76 @@ def test_grid_mask_map_and_map_ex_rules():
     assert ex.sum() == 49 and ex[1:8, 1:8].all()
 
 
+def test_grid_mask_pooled_rule_on_a_2x2_map():
+    """VGG-11's features.22 (rf 102, stride 16, start -43, 2x2): each cell's tile is its 16x16
+    quadrant [16u, 16u + 16); a cell is foreground when more than 128 of its 256 pixels are."""
+    deep = Geometry((102, 102), (16, 16), (-43, -43), (2, 2))
+    region = torch.zeros(2, 32, 32, dtype=torch.bool)
+    region[0, 2:14, 3:15] = True     # 144 pixels in the top-left quadrant
+    region[1, 18:29, 17:28] = True   # 121 pixels in the bottom-right one: not a majority
+    pooled = grid_mask(region, deep, "pooled")
+    assert pooled[0].tolist() == [[True, False], [False, False]]
+    assert not pooled[1].any()
+    assert grid_mask(region, deep, "map-ex").all()  # every window covers the whole image
+    # "map": centres at 8 + 16u lie between pixels 7 and 8
+    assert grid_mask(region, deep, "map")[0].tolist() == [[True, False], [False, False]]
+    with pytest.raises(ValueError, match="unknown rule 'centre'"):
+        grid_mask(region, deep, "centre")
+
+
+def _quadrant_squares(n: int = 24, seed: int = 0) -> Data:
+    """CIFAR-shaped images, dark with one bright 14x14 square inside a random quadrant."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.zeros(n, 3, 32, 32, dtype=torch.uint8)
+    quad = torch.randint(0, 2, (n, 2), generator=gen)
+    off = torch.randint(0, 3, (n, 2), generator=gen)
+    for i in range(n):  # test-data construction only
+        r, c = (16 * quad[i] + off[i]).tolist()
+        x[i, :, r:r + 14, c:c + 14] = 255
+    split = Split(x, torch.randint(0, 10, (n,), generator=gen))
+    info = DatasetInfo("squares", (3, 32, 32), (0.5,) * 3, (0.25,) * 3, 0, False)
+    return Data(info, split, split, split)
+
+
+def test_last_vgg11_convs_scored_without_fallback(task_for):
+    """The 2x2 maps of VGG-11's last two convs are scored by object vs background (pooled rule),
+    not by the activation fallback; only the linear unit falls back, and its cut is a tiny share
+    of the removed MACs."""
+    task = task_for(_quadrant_squares(), model="vgg")
+    model = build("vgg", 3, 32, depth=11, width=0.25)
+    init_weights(model)
+    FeatureMap(foreground="stroke").score(model, task)
+    logged = task.memory_logger.params
+    assert logged["feature_map/layer/features.0"] == "map-ex; images 24/24"
+    for deep in ("features.22", "features.25"):
+        assert logged[f"feature_map/layer/{deep}"] == "pooled (map-ex left < 10 usable images); images 24/24"
+    assert logged["feature_map/layer/classifier.1"].startswith("activation-magnitude fallback (linear")
+    (step, share), = task.memory_logger.metrics["feature_map.fallback_share"]
+    assert 0.0 <= share < 0.05
+
+
+def test_activation_scoring_is_the_fallback_everywhere(task_for):
+    """`scoring: activation` (the feature_map@activation ablation): every unit's score is its mean
+    post-ReLU activation, so background-only filters are no longer cut first, and all removed MACs
+    are fallback-decided; Map-EX on the same model uses no fallback."""
+    split, _ = _squares()
+    info = DatasetInfo("squares", (1, 16, 16), (0.0,), (1.0,), 0, False)
+    model = _planted_model()
+    task = task_for(Data(info, split, split, split))
+    act = FeatureMap(foreground="stroke", scoring="activation").score(model, task)["0"]
+    with torch.no_grad():
+        expected = model[1](model[0](task.normalize(split.x))).mean((0, 2, 3))
+    assert torch.allclose(act, expected, atol=1e-6)
+    assert task.memory_logger.params["feature_map/layer/0"] == "activation-magnitude fallback (scoring: activation)"
+    assert "feature_map/foreground" not in task.memory_logger.params  # no foreground computed at all
+    assert task.memory_logger.metrics["feature_map.fallback_share"] == [(1, 1.0)]
+
+    task = task_for(Data(info, split, split, split))
+    mapex = FeatureMap(foreground="stroke").score(model, task)["0"]
+    assert set(torch.argsort(mapex)[:2].tolist()) == {1, 4} != set(torch.argsort(act)[:2].tolist())
+    assert task.memory_logger.metrics["feature_map.fallback_share"] == [(1, 0.0)]
+
+
 def test_center_pseudo_box():
     m = center_mask(2, 32, 32, 0.6, 0.9)  # x in [6.4, 25.6), y in [1.6, 30.4)
     assert m.shape == (2, 32, 32)
@@ -189,7 +259,8 @@ def test_cifar_gradcam_on_vgg_and_plan(task_for, data_dir):
     logged = task.memory_logger.params
     assert logged["feature_map/foreground"].startswith("Grad-CAM") and "adapted" in logged["feature_map/foreground"]
     assert logged["feature_map/layer/features.0"].startswith("map-ex")
-    assert "fallback" in logged["feature_map/layer/features.25"]  # rf 134 on a 32-pixel image
+    # rf 134 on a 32-pixel image: map-ex marks every cell, "map" cannot leave 4 background cells of 4
+    assert logged["feature_map/layer/features.25"].startswith("pooled (map-ex left < 10")
     regions = method._regions
     assert regions.shape == (32, 32, 32)
     method.score(model, task)  # a second round reuses the base model's masks

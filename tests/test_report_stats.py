@@ -134,3 +134,84 @@ def test_pareto_front_and_paired_edge_cases_by_hand():
     assert np.isnan(paired_test([1.0], [0.0])["p_t"])  # n = 1: not testable
     six = paired_test(np.arange(6) + 1.0, np.zeros(6))
     assert six["p_wilcoxon"] == pytest.approx(stats.wilcoxon(np.arange(6) + 1.0).pvalue)
+
+
+# -- ablations, budget and fallback markers, the second Δacc reference --------------------------------
+ABL_NOISE = {0: 0.003, 1: -0.004, 2: 0.002}
+ABL = {  # final accuracy per (variant, seed) at MACs -50 %
+    "magnitude": {s: MAG[(0.5, s)] for s in SEEDS},
+    "rls": {s: MAG[(0.5, s)] + 0.01 for s in SEEDS},
+    "rls@no_p": {s: MAG[(0.5, s)] - 0.01 + ABL_NOISE[s] for s in SEEDS},
+    "feature_map": {s: MAG[(0.5, s)] for s in SEEDS},
+    "feature_map@activation": {s: MAG[(0.5, s)] - 0.002 * (s + 1) for s in SEEDS},
+}
+RLS_OWN = {s: BASE[s] + 0.002 for s in SEEDS}  # RLS's own unpruned net
+
+
+@pytest.fixture(scope="module")
+def ablation_report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("abl")
+    tracker = Tracker(root / "results")
+    exp = tracker.experiment_id("abl")
+    for variant, finals in ABL.items():
+        for s in SEEDS:
+            m = {**metrics_of("magnitude", s, 0.5), "acc_final": finals[s], "epochs_used": 2.0, "budget_met": 1.0}
+            if variant == "rls@no_p" and s == 1:
+                m.update(epochs_used=2.5, budget_met=0.0)  # trained past its budget
+            if variant == "rls":
+                m["acc_rls_unpruned"] = RLS_OWN[s]
+            if variant.startswith("feature_map"):
+                m["feature_map.fallback_share"] = 1.0 if variant.endswith("@activation") else 0.1
+            log_run(tracker.client, exp, variant, variant.split("@")[0], s, 0.5, m)
+    out = root / "report"
+    assert cli.main(["report", "--results-dir", str(root / "results"), "--experiment", "abl", "--out", str(out)]) == 0
+    return out
+
+
+def test_ablation_table_pairs_each_variant_with_its_plain_method(ablation_report):
+    abl = pd.read_csv(ablation_report / "ablations.csv")
+    assert sorted(zip(abl["variant"], abl["reference"])) == [("feature_map@activation", "feature_map"),
+                                                              ("rls@no_p", "rls")]
+    for _, r in abl.iterrows():
+        a = 100 * np.array([ABL[r["variant"]][s] for s in SEEDS])
+        b = 100 * np.array([ABL[r["reference"]][s] for s in SEEDS])
+        res = stats.ttest_rel(a, b)
+        assert r["n"] == 3 and r["mean_diff"] == pytest.approx((a - b).mean())
+        assert (r["ci_low"], r["ci_high"]) == pytest.approx(res.confidence_interval(0.95))
+        assert r["p_t"] == pytest.approx(res.pvalue)
+    p = abl["p_t"].to_numpy()  # Holm over the two pairs: the smaller p doubled, the larger kept (running max)
+    lo, hi = sorted(p)
+    assert sorted(abl["p_holm"]) == pytest.approx(sorted([min(1, 2 * lo), max(min(1, 2 * lo), hi)]))
+    md = (ablation_report / "ablations.md").read_text()
+    assert md.startswith("# Does each mechanism matter?") and "| rls@no_p | rls | 3 |" in md
+    assert "## Ablations: variant vs its plain method" in (ablation_report / "index.md").read_text()
+
+
+def _table_rows(path) -> tuple[list[str], dict[str, list[str]], list[str]]:
+    """Header, {variant label: cells} and the footnotes of a Markdown table file."""
+    lines = path.read_text().splitlines()
+    body = [line for line in lines[2:] if line.startswith("|")]
+    header = [c.strip() for c in lines[0].split("|")]
+    rows = {cells[2]: cells for cells in ([c.strip() for c in line.split("|")] for line in body)}
+    return header, rows, [line for line in lines[2:] if line and not line.startswith("|")]
+
+
+def test_tables_mark_budget_fallback_and_show_both_delta_references(ablation_report):
+    header, rows, notes = _table_rows(ablation_report / "tables" / "abl_mnist_lenet5.md")
+    assert set(rows) == {"magnitude", "rls", "rls@no_p", "feature_map", "feature_map@activation†"}
+    assert any(n.startswith("† Fallback scoring (mean activation) decided more than 50%") for n in notes)
+    epochs = header.index("Epochs used")
+    assert rows["rls@no_p"][epochs] == "2.17 ± 0.29 ⚠" and rows["rls"][epochs] == "2.00 ± 0.00"
+    assert rows["rls@no_p"][header.index("Runs")].endswith("over budget 1/3")
+    assert any(n.startswith("⚠ Over budget") for n in notes)
+    own, base = header.index("Δacc vs own unpruned (pp)"), header.index("Δacc (pp)")
+    d_own = 100 * np.array([ABL["rls"][s] - RLS_OWN[s] for s in SEEDS])
+    d_base = 100 * np.array([ABL["rls"][s] - BASE[s] for s in SEEDS])
+    assert rows["rls"][own] == f"{d_own.mean():+.2f} ± {d_own.std(ddof=1):.2f}"
+    assert rows["rls"][base].strip("*") == f"{d_base.mean():+.2f} ± {d_base.std(ddof=1):.2f}"
+    assert rows["magnitude"][own] == "–"
+    csv = pd.read_csv(ablation_report / "tables" / "abl_mnist_lenet5.csv").set_index("variant")
+    assert csv.loc["rls@no_p", "budget_over"] == 1 and csv.loc["feature_map@activation", "fallback_majority"] == 3
+    assert csv.loc["feature_map", "fallback_majority"] == 0
+    tex = (ablation_report / "tables" / "abl_mnist_lenet5.tex").read_text()
+    assert r"feature\_map@activation$^\dagger$" in tex and r"\textsuperscript{!}" in tex
