@@ -24,8 +24,11 @@ from bench.driver import achieved_reduction, prune_to_target
 from bench.errors import DataUnavailable
 from bench.measure import count_macs, count_params, paired_latency_ms, widths
 from bench.registry import get_method
-from bench.tracking import STATUS_DONE, STATUS_FAILED, STATUS_SKIPPED, RunLogger, Tracker
+from bench.tracking import STATUS_DONE, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_SKIPPED, RunLogger, Tracker
 from bench.training import default_device, evaluate, fit
+
+
+INTERRUPTED_REASON = "interrupted (Ctrl-C or SIGTERM); run the grid again to resume it"
 
 
 @functools.lru_cache(maxsize=4)
@@ -46,13 +49,14 @@ def run_one(spec: RunSpec, *, data_dir: str | None = None, results_dir: str | os
     except DataUnavailable as e:
         log.finish(STATUS_SKIPPED, str(e))
         return STATUS_SKIPPED
-    except (Exception, KeyboardInterrupt) as e:
+    except KeyboardInterrupt:
+        log.finish(STATUS_INTERRUPTED, INTERRUPTED_REASON)
+        raise
+    except Exception as e:
         log.finish(STATUS_FAILED, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
         workdir = Path(results_dir) / "runs" / spec.run_id
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "traceback.txt").write_text(traceback.format_exc())
-        if isinstance(e, KeyboardInterrupt):
-            raise
         return STATUS_FAILED
     log.metrics(record)
     log.finish(STATUS_DONE)
