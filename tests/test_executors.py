@@ -272,7 +272,7 @@ def test_sigterm_stops_a_pool_grid_from_the_cli_quietly(tmp_path, data_dir):
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not list(results.glob("runs/*/pruned_before_finetune.pt")):
+    while time.time() < deadline and not list(results.glob("runs/*/stage-*/pruned_before_finetune.pt")):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)  # the main process only, as `kill PID` does
     _, err = proc.communicate(timeout=30)
