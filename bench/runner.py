@@ -251,6 +251,17 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
     return measure_record(base, pruned, data, example, spec, acc_pruned, prune_time, finetune_time, log, workdir)
 
 
+def state_dict_bytes(model: nn.Module) -> int:
+    """Bytes of the model's weights file (its state_dict saved with torch.save). Not the size of
+    pruned_model.pt: pickling the whole module stores Python object sharing, which differs by a
+    few bytes between a model built in one go and one resumed from a checkpoint."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes
+
+
 def measure_record(base: nn.Module, pruned: nn.Module, data: Data, example: torch.Tensor, spec: RunSpec,
                    acc_pruned: float, prune_time: float, finetune_time: float, log: RunLogger,
                    workdir: Path) -> dict:
@@ -270,7 +281,7 @@ def measure_record(base: nn.Module, pruned: nn.Module, data: Data, example: torc
         "params_base": par_b, "params_pruned": par_p, "params_reduction": 1 - par_p / par_b,
         "target_achieved": achieved, "target_met": float(abs(achieved - spec.target) <= spec.pruning.tolerance),
         "prune_time_s": prune_time, "finetune_time_s": finetune_time,
-        "model_file_bytes_pruned": (workdir / "pruned_model.pt").stat().st_size,
+        "model_file_bytes_pruned": state_dict_bytes(pruned),
     }
     cpu_ex = example.cpu()
     base_cpu, pruned_cpu = copy.deepcopy(base).cpu(), copy.deepcopy(pruned).cpu()
