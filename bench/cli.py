@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.errors import BenchError
+from bench.errors import BenchError, Terminated
 
 
 def _csv(text: str) -> list[str]:
@@ -49,11 +49,32 @@ def cmd_run(args) -> int:
     try:
         counts = run_grid(cfg, executor=args.executor, workers=args.workers, progress=not args.no_progress,
                           address=args.ray_address, gpus_per_run=args.gpus_per_run, threads=args.threads)
-    except KeyboardInterrupt:
-        print("interrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        # its own line: a progress bar may have been left mid-line
+        print("\ninterrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     print("grid finished: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), file=sys.stderr)
+    if counts.get("failed") or counts.get("skipped"):
+        for line in unfinished_cells(cfg):
+            print(line, file=sys.stderr)
     return 1 if counts.get("failed") else 0
+
+
+def unfinished_cells(cfg) -> list[str]:
+    """One line per failed or skipped cell of `cfg`: its reason, and where its traceback is."""
+    from pathlib import Path
+
+    from bench.tracking import Tracker
+
+    ids = {s.run_id for s in cfg.expand()}
+    df = Tracker(cfg.results_dir).runs_frame()
+    lines = []
+    for _, r in df[df.run_id.isin(ids) & df.status.isin(["failed", "skipped"])].iterrows():
+        tb = Path(cfg.results_dir) / "runs" / r["run_id"] / "traceback.txt"
+        where = f" (traceback: {tb})" if r["status"] == "failed" and tb.exists() else ""
+        lines.append(f"{r['status']}: {r['method']}/{r['dataset']}/{r['model']} s{r['seed']} "
+                     f"{r['target_kind']}-{r['target']:g}: {r['error']}{where}")
+    return lines
 
 
 def cmd_server(args) -> int:
@@ -170,7 +191,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _sigterm_to_interrupt(signum, frame):
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def main(argv: list[str] | None = None) -> int:

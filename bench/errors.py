@@ -23,3 +23,7 @@ class DivergenceError(BenchError):
 
 class UnknownMethod(ConfigError):
     """No plugin is registered under the requested name."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every layer stops the same way; the CLI then exits 143, not 130."""

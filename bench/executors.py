@@ -23,6 +23,9 @@ from bench.config import RunSpec
 from bench.errors import ConfigError
 
 EXECUTORS = ("local", "pool", "ray")
+# what each executor accepts under `executor:` (workers and threads are the grid's, the rest its own)
+OPTIONS = {"local": ("workers", "threads"), "pool": ("workers", "threads", "gpu_ids"),
+           "ray": ("workers", "threads", "address", "cpus_per_run", "gpus_per_run")}
 
 
 @dataclass
@@ -56,19 +59,19 @@ def run_cell(job: CellJob) -> str:
                    progress=job.progress)
 
 
-def record_worker_death(job: CellJob, reason: str, *, unstarted: bool = True) -> None:
-    """Mark a cell whose worker process died as failed, so the store never shows it 'running'.
-    A cell with no run at all gets a failed one too, unless `unstarted` is False."""
-    from bench.tracking import STATUS_FAILED, STATUS_RUNNING, RunLogger, Tracker
+def record_worker_death(job: CellJob, reason: str, *, unstarted: bool = True, status: str = "failed") -> None:
+    """Mark a cell whose worker process died as `status` (failed), so the store never shows it
+    'running'. A cell with no run at all gets such a run too, unless `unstarted` is False."""
+    from bench.tracking import STATUS_RUNNING, RunLogger, Tracker
 
     tracker = Tracker(job.results_dir, uri=job.tracking_uri)
     runs = tracker.runs_of(job.spec.experiment, job.spec.run_id)
     live = [r for r in runs if r.data.tags.get("status") == STATUS_RUNNING]
     if live:
         for r in live:
-            RunLogger(tracker.client, r.info.run_id).finish(STATUS_FAILED, reason)
+            RunLogger(tracker.client, r.info.run_id).finish(status, reason)
     elif not runs and unstarted:
-        tracker.start(job.spec).finish(STATUS_FAILED, reason)
+        tracker.start(job.spec).finish(status, reason)
 
 
 class Executor:
@@ -85,7 +88,7 @@ class Executor:
 class LocalExecutor(Executor):
     """In-process, one cell after another: the default, and what a laptop check of one cell wants."""
 
-    def __init__(self, workers: int = 1, **_):
+    def __init__(self, workers: int = 1):
         pass
 
     def run(self, jobs: Sequence[CellJob]) -> Iterator[tuple[CellJob, str]]:
@@ -150,7 +153,7 @@ def _fill(pool: cf.ProcessPoolExecutor, workers: int) -> None:
 class PoolExecutor(Executor):
     """A local process pool: each worker sees one GPU (round-robin) and gets cores // workers torch threads."""
 
-    def __init__(self, workers: int | None = None, gpu_ids: Sequence[str] | None = None, cell=run_cell, **_):
+    def __init__(self, workers: int | None = None, gpu_ids: Sequence[str] | None = None, cell=run_cell):
         self.workers = workers or os.cpu_count() or 1
         self.gpu_ids = list(visible_gpus() if gpu_ids is None else gpu_ids)
         self.cell = cell  # the function each worker runs per job; swapped only by tests
@@ -254,8 +257,11 @@ class _Pool:
 
 
 def _mark_interrupted(jobs) -> None:
+    from bench.runner import INTERRUPTED_REASON
+    from bench.tracking import STATUS_INTERRUPTED
+
     for job in jobs:
-        record_worker_death(job, "interrupted (Ctrl-C or SIGTERM); run the grid again to redo it", unstarted=False)
+        record_worker_death(job, INTERRUPTED_REASON, unstarted=False, status=STATUS_INTERRUPTED)
 
 
 def _was_started(job: CellJob) -> bool:
@@ -273,7 +279,7 @@ class RayExecutor(Executor):
     """
 
     def __init__(self, workers: int | None = None, address: str | None = None, cpus_per_run: float = 1,
-                 gpus_per_run: float = 0, **_):
+                 gpus_per_run: float = 0):
         try:
             import ray
         except ImportError:
@@ -325,7 +331,16 @@ def _passthrough_env() -> dict[str, str]:
     return {k: os.environ[k] for k in keys if k in os.environ}
 
 
-def make_executor(kind: str, **options):
+def check_options(kind: str, options: dict) -> None:
+    """Fail before any cell starts on an unknown executor or option, naming the allowed ones."""
     if kind not in EXECUTORS:
         raise ConfigError(f"executor '{kind}' is unknown; allowed: {', '.join(EXECUTORS)}")
+    for key in options:
+        if key not in OPTIONS[kind]:
+            raise ConfigError(f"executor.{key}: unknown option of executor '{kind}'; "
+                              f"allowed: {', '.join(OPTIONS[kind])}")
+
+
+def make_executor(kind: str, **options):
+    check_options(kind, options)
     return {"local": LocalExecutor, "pool": PoolExecutor, "ray": RayExecutor}[kind](**options)

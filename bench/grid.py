@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from bench.config import GridConfig
 from bench.datasets import resolve_data_dir
 from bench.errors import ConfigError
-from bench.executors import CellJob, make_executor
+from bench.executors import CellJob, check_options, make_executor
 from bench.registry import get_method
 from bench.tracking import Tracker, may_hold_runs
 
@@ -61,13 +61,21 @@ def threads_per_worker(kind: str, workers: int, options: dict) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+def _check_workers(field: str, value) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ConfigError(f"{field}: expected an integer >= 1 (parallel cells), got {value!r}")
+
+
 def run_grid(cfg: GridConfig, *, executor: str | None = None, workers: int | None = None,
              progress: bool = True, **executor_options) -> Counter:
     """Run every cell; returns how many ended done / cached / skipped / failed."""
     options = {**cfg.executor, **{k: v for k, v in executor_options.items() if v is not None}}
     kind = executor or options.pop("kind", "local")
     options.pop("kind", None)
+    check_options(kind, options)
     configured = options.pop("workers", None)  # always popped: the CLI's --workers wins over the config's
+    _check_workers("--workers", workers)
+    _check_workers("executor.workers", configured)
     workers = workers or configured or default_workers(kind)
     threads = threads_per_worker(kind, workers, options)
     options.pop("threads", None)

@@ -1,18 +1,26 @@
 """`run_one(spec)`: the single path every grid cell takes, wherever it runs.
 
 data -> shared base checkpoint -> method (score: plan + surgery per round; full: method.prune)
--> fine-tune -> measure -> MLflow. Stage files under results/runs/<run_id>/ make a killed run
-resume: the pruned model is kept before fine-tuning, and fine-tuning checkpoints every epoch.
+-> fine-tune -> measure -> MLflow. Stage files under results/runs/<run_id>/stage-<code key>/
+make a killed run resume: every training through `Task.train` and the final fine-tune checkpoint
+each epoch, the pruned model is kept before fine-tuning, and what the method logged is kept in
+a journal that the rerun replays into its fresh MLflow run. The code key hashes the method's
+source and the harness's, so a stage never outlives a fix; a failed cell's stage is discarded.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import functools
+import hashlib
+import inspect
+import json
 import math
 import os
+import shutil
 import time
 import traceback
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -26,10 +34,13 @@ from bench.driver import achieved_reduction, prune_to_target
 from bench.errors import DataUnavailable
 from bench.measure import cost, count_macs, count_params, paired_latency_ms, widths
 from bench.registry import get_method
-from bench.tracking import STATUS_DONE, STATUS_FAILED, STATUS_SKIPPED, RunLogger, Tracker
+from bench.tracking import STATUS_DONE, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_SKIPPED, RunLogger, Tracker
 from bench.training import default_device, evaluate, fit
 
 BUDGET_SLACK = 0.01  # epochs: rounding of images seen (drop_last) never flags a run as over budget
+
+
+INTERRUPTED_REASON = "interrupted (Ctrl-C or SIGTERM); run the grid again to resume it"
 
 
 @functools.lru_cache(maxsize=4)
@@ -45,34 +56,116 @@ def run_one(spec: RunSpec, *, data_dir: str | None = None, results_dir: str | os
     if tracker.is_done(spec.experiment, spec.run_id):
         return "cached"
     log = tracker.start(spec)
+    workdir = Path(results_dir) / "runs" / spec.run_id
+    stage = stage_dir(spec, workdir)
     try:
         record = execute(spec, log, data_dir=data_dir, results_dir=Path(results_dir), progress=progress)
     except DataUnavailable as e:
         log.finish(STATUS_SKIPPED, str(e))
         return STATUS_SKIPPED
-    except (Exception, KeyboardInterrupt) as e:
+    except KeyboardInterrupt:
+        log.finish(STATUS_INTERRUPTED, INTERRUPTED_REASON)
+        raise
+    except Exception as e:
         log.finish(STATUS_FAILED, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
-        workdir = Path(results_dir) / "runs" / spec.run_id
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "traceback.txt").write_text(traceback.format_exc())
-        if isinstance(e, KeyboardInterrupt):
-            raise
+        shutil.rmtree(stage, ignore_errors=True)  # a rerun after a fix must not reuse what the bug made
         return STATUS_FAILED
     log.metrics(record)
     log.finish(STATUS_DONE)
+    shutil.rmtree(stage, ignore_errors=True)
     return STATUS_DONE
 
 
-def _trainer(spec: RunSpec, data: Data, device: str, log: RunLogger, progress: bool):
-    """Task.train: the fine-tune recipe (or the pretrain recipe for methods that start from scratch)."""
+# The harness code a staged model or checkpoint depends on, besides the method's own file.
+HARNESS_FILES = ("api.py", "runner.py", "training.py", "driver.py", "surgery.py", "baselines.py", "datasets.py")
+
+
+@functools.lru_cache(maxsize=None)
+def harness_version() -> str:
+    here = Path(__file__).parent
+    return hashlib.sha256(b"".join((here / f).read_bytes() for f in HARNESS_FILES)).hexdigest()[:12]
+
+
+def stage_key(method: str) -> str:
+    """Hash of the method's source file and of the harness version: a staged artifact is reused
+    only by the same code that made it."""
+    source = Path(inspect.getsourcefile(get_method(method))).read_bytes()
+    return hashlib.sha256(source + harness_version().encode()).hexdigest()[:12]
+
+
+def stage_dir(spec: RunSpec, workdir: Path) -> Path:
+    return workdir / f"stage-{stage_key(spec.method)}"
+
+
+class JournalLogger:
+    """What the method logs through `Task`, mirrored into a journal file in the stage folder.
+
+    A killed run's MLflow run is deleted on rerun, but the method's metrics from before the kill
+    (logged by hooks in epochs the rerun restores instead of repeating) must survive: the rerun
+    replays the journal into its new MLflow run, and drops each repeated (key, value, step) that
+    the replay already logged, so the record equals an uninterrupted run's.
+    """
+
+    def __init__(self, log: RunLogger, path: Path):
+        self.log, self.path = log, path
+        self.replayed: Counter = Counter()
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    entry = tuple(json.loads(line))
+                except json.JSONDecodeError:  # the line a kill cut short
+                    continue
+                self._send(entry)
+                self.replayed[entry] += 1
+
+    def _send(self, entry: tuple) -> None:
+        kind, key, value, step = entry
+        if kind == "metric":
+            self.log.metric(key, value, step)
+        else:
+            self.log.param(key, value)
+
+    def _record(self, entry: tuple) -> None:
+        if self.replayed[entry]:
+            self.replayed[entry] -= 1
+            return
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+        self._send(entry)
+
+    def metric(self, key: str, value: float, step: int | None = None) -> None:
+        self._record(("metric", key, float(value), step or 0))
+
+    def param(self, key: str, value) -> None:
+        self._record(("param", key, str(value), None))
+
+
+def _trainer(spec: RunSpec, data: Data, device: str, log: RunLogger, progress: bool, stage: Path):
+    """Task.train: the fine-tune recipe (or the pretrain recipe for methods that start from scratch).
+
+    The n-th call of a run checkpoints into `stage`/train<n>-<desc>.ckpt every epoch. A method
+    is deterministic, so a rerun makes the same calls in the same order: calls that had finished
+    return their saved result at once, the one a kill cut short resumes from its last epoch.
+    `train.resumed_s` sums the training time restored from before a kill; `train.curves` keeps
+    each call's curve, staged with the pruned model so a rerun past the pruning logs them again.
+    """
+    calls = [0]
+
     def train(model, epochs, *, hooks=(), make_optimizer=None, lr=None, loss="ce", desc="train", from_scratch=False):
         cfg = spec.pretrain if from_scratch else spec.finetune
         if lr is not None:
             cfg = dataclasses.replace(cfg, lr=lr)
+        calls[0] += 1
+        ckpt = stage / f"train{calls[0]:02d}-{desc}.ckpt"
         result = fit(model, data, cfg, seed=spec.seed, epochs=epochs, hooks=hooks, make_optimizer=make_optimizer,
-                     loss=loss, device=device, desc=f"{spec.method} {desc}", progress=progress)
+                     loss=loss, device=device, desc=f"{spec.method} {desc}", progress=progress, checkpoint=ckpt)
+        train.resumed_s += result.resumed_s
+        train.curves.append((desc, result.history))
         log.curve(desc, result.history)
         return result
+    train.resumed_s, train.curves = 0.0, []
     return train
 
 
@@ -110,7 +203,11 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
     data = load_data(spec.dataset, data_dir, spec.val_size, spec.train_subset, spec.test_subset)
     device = default_device()
     workdir = results_dir / "runs" / spec.run_id
-    workdir.mkdir(parents=True, exist_ok=True)
+    stage = stage_dir(spec, workdir)
+    for old in workdir.glob("stage-*"):  # made by other code: never reused
+        if old != stage:
+            shutil.rmtree(old, ignore_errors=True)
+    stage.mkdir(parents=True, exist_ok=True)
     example = normalize(data.train.x[:2], data.info).to(device)
     base, base_info = baselines.get_or_train(spec, data, results_dir, device=device, progress=progress)
     log.curve("pretrain", base_info["history"])
@@ -120,14 +217,17 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
     method = cls(**dict(spec.method_args))
     target = Target(spec.target_kind, spec.target, spec.pruning.tolerance)
     visible = Data(data.info, data.train, data.val, None)  # nothing a method or hook can reach holds test
+    trainer = _trainer(spec, visible, device, log, progress, stage)
     task = Task(spec=spec, data=visible, device=device, example=example,
-                logger=log, trainer=_trainer(spec, visible, device, log, progress), target=target)
+                logger=JournalLogger(log, stage / "journal.jsonl"), trainer=trainer, target=target)
 
-    staged = workdir / "pruned_before_finetune.pt"
+    staged = stage / "pruned_before_finetune.pt"
     if staged.exists():  # resumed: the pruning phase of a killed run already finished
         state = torch.load(staged, weights_only=False, map_location=device)
         pruned, prune_time = state["model"], state["prune_time_s"]
         task.images_seen, task.references = state.get("images_seen", 0), state.get("references", {})
+        for name, history in state["curves"]:
+            log.curve(name, history)
     else:
         t0 = time.perf_counter()
         if isinstance(method, ScoreMethod):
@@ -137,9 +237,12 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
             pruned = method.prune(start, task, target)
         else:
             raise TypeError(f"{cls.__name__} must subclass ScoreMethod or FullMethod")
-        prune_time = time.perf_counter() - t0
-        torch.save({"model": pruned, "prune_time_s": prune_time, "images_seen": task.images_seen,
-                    "references": task.references}, staged)
+        # training time from before a kill counts; the rest of the phase was redone, and is timed now
+        prune_time = time.perf_counter() - t0 + trainer.resumed_s
+        tmp = staged.with_suffix(".tmp")
+        torch.save({"model": pruned, "prune_time_s": prune_time, "curves": trainer.curves,
+                    "images_seen": task.images_seen, "references": task.references}, tmp)
+        os.replace(tmp, staged)
     pruned.to(device)
     acc_pruned = evaluate(pruned, data.test, data.info, device=device)[1]
     acc_val_pruned = evaluate(pruned, data.val, data.info, device=device)[1]  # for choices; test is reported only
@@ -152,7 +255,7 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
     final_epochs = max(0, math.floor(budget - task.epochs_used + BUDGET_SLACK)) if cls.needs_finetune else 0
     if final_epochs > 0:
         result = fit(pruned, data, spec.finetune, seed=spec.seed, epochs=final_epochs, device=device,
-                     progress=progress, desc=f"{spec.method} finetune", checkpoint=workdir / "finetune.ckpt")
+                     progress=progress, desc=f"{spec.method} finetune", checkpoint=stage / "finetune.ckpt")
         pruned, finetune_time = result.model, result.seconds
         task.images_seen += result.images
         log.curve("finetune", result.history)
@@ -163,6 +266,17 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
         record[f"acc_{key}"] = evaluate(ref, data.test, data.info, device=device)[1]
     record["acc_val_pruned"] = acc_val_pruned
     return record
+
+
+def state_dict_bytes(model: nn.Module) -> int:
+    """Bytes of the model's weights file (its state_dict saved with torch.save). Not the size of
+    pruned_model.pt: pickling the whole module stores Python object sharing, which differs by a
+    few bytes between a model built in one go and one resumed from a checkpoint."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes
 
 
 def measure_record(base: nn.Module, pruned: nn.Module, data: Data, example: torch.Tensor, spec: RunSpec,
@@ -186,7 +300,7 @@ def measure_record(base: nn.Module, pruned: nn.Module, data: Data, example: torc
         "params_base": par_b, "params_pruned": par_p, "params_reduction": 1 - par_p / par_b,
         "target_achieved": achieved, "target_met": float(target.met(achieved)),
         "prune_time_s": prune_time, "finetune_time_s": finetune_time,
-        "model_file_bytes_pruned": (workdir / "pruned_model.pt").stat().st_size,
+        "model_file_bytes_pruned": state_dict_bytes(pruned),
     }
     cpu_ex = example.cpu()
     base_cpu, pruned_cpu = copy.deepcopy(base).cpu(), copy.deepcopy(pruned).cpu()

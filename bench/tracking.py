@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 
 STATUS_DONE, STATUS_FAILED, STATUS_SKIPPED, STATUS_RUNNING = "done", "failed", "skipped", "running"
+STATUS_INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM: redone (resumed) by the next run of the grid
 
 RESULT_COLUMNS = [
     "run_id", "status", "method", "variant", "dataset", "model", "seed", "target_kind", "target",

@@ -45,7 +45,13 @@ class FitContext:
 
 
 class Hook:
-    """Override what you need; every method is a no-op by default."""
+    """Override what you need; every method is a no-op by default.
+
+    A hook with state that outlives one epoch (RLS's cut history, C-SGD's logging position) may
+    add `state_dict() -> dict` and `load_state_dict(dict)`: `fit` saves that with every epoch
+    checkpoint and, on resume, loads it *before* `on_fit_start`, which must then not redo work
+    the first attempt already did (e.g. measure a base that has been pruned since).
+    """
 
     def on_fit_start(self, ctx: FitContext) -> None: ...
     def transform_grads(self, ctx: FitContext) -> None: ...
@@ -58,8 +64,66 @@ class Hook:
 class FitResult:
     model: nn.Module
     history: list[dict]
-    seconds: float
-    images: int = 0  # training images seen (the budget is counted in images / train size)
+    seconds: float       # training time, including that of attempts before a resume
+    images: int = 0      # training images seen (the budget is counted in images / train size)
+    resumed_s: float = 0.0  # the part of `seconds` restored from a checkpoint
+
+
+
+KILL_ENV = "BENCH_TEST_SIGKILL_AT"
+_steps_seen: dict[str, int] = {}
+
+
+def _maybe_kill_self(desc: str) -> None:
+    """Test hook for the kill -9 tests: `BENCH_TEST_SIGKILL_AT=finetune:5` SIGKILLs this process
+    at the 5th optimizer step of a `fit` whose desc contains 'finetune', a point reached the same
+    way in every run, so a test can kill any phase mid-epoch without racing a timer."""
+    spec = os.environ.get(KILL_ENV)
+    if not spec:
+        return
+    phase, _, n = spec.rpartition(":")
+    if phase in desc:
+        _steps_seen[phase] = _steps_seen.get(phase, 0) + 1
+        if _steps_seen[phase] >= int(n):
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _rng_state() -> dict:
+    import random
+
+    import numpy as np
+
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def _save_checkpoint(path: Path, ctx: "FitContext", hooks: Sequence["Hook"], gen: torch.Generator,
+                     seconds: float) -> None:
+    """Write atomically; an optimizer that hooks into the model (RLS) is detached while pickling."""
+    detach = getattr(ctx.optimizer, "remove_hooks", None)
+    if detach:
+        detach()
+    try:
+        state = {"model": ctx.model, "optimizer": ctx.optimizer.state_dict(), "epoch": ctx.epoch + 1,
+                 "history": ctx.history, "gen": gen.get_state(), "rng": _rng_state(), "seconds": seconds,
+                 "hooks": [h.state_dict() if hasattr(h, "state_dict") else None for h in hooks]}
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if detach:
+            ctx.optimizer.attach_hooks()
 
 
 def default_device() -> str:
@@ -145,35 +209,42 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, *, seed: int, epochs: in
     """Train `model` for `epochs` (default cfg.epochs) and evaluate on validation after each epoch.
 
     `checkpoint`: a file written after every epoch; if present at start, training resumes from it
-    (model, optimizer, epoch, history and RNG), so a killed run loses at most one epoch.
+    (model, optimizer, epoch, history, every RNG, elapsed time and hook state), so a killed run
+    loses at most one epoch and continues exactly as if it had not been killed. A checkpoint of a
+    finished fit is kept: calling `fit` again with it returns that result at once.
     """
     device = device or default_device()
     epochs = cfg.epochs if epochs is None else epochs
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model.to(device)
     make_optimizer = make_optimizer or (lambda m: sgd(m, cfg))
-    # Hooks see train and validation only: the test split is for the reported numbers.
-    ctx = FitContext(model=model, optimizer=make_optimizer(model), cfg=cfg,
-                     data=Data(data.info, data.train, data.val, None), device=device, make_optimizer=make_optimizer)
-    start_epoch, images = 0, 0
+    start_epoch, resumed_s, hook_states = 0, 0.0, [None] * len(hooks)
     ckpt = Path(checkpoint) if checkpoint else None
+    history: list[dict] = []
     if ckpt and ckpt.exists():
         state = torch.load(ckpt, weights_only=False, map_location=device)
-        ctx.model = state["model"].to(device)
-        ctx.optimizer = make_optimizer(ctx.model)
-        ctx.optimizer.load_state_dict(state["optimizer"])
-        ctx.history, start_epoch = state["history"], state["epoch"]
+        model, history, start_epoch = state["model"], state["history"], state["epoch"]
         gen.set_state(state["gen"])
+        _set_rng_state(state["rng"])
+        resumed_s, hook_states = state["seconds"], state["hooks"]
+    model.to(device)
+    # Hooks see train and validation only: the test split is for the reported numbers.
+    ctx = FitContext(model=model, optimizer=make_optimizer(model), cfg=cfg, data=Data(data.info, data.train, data.val, None),
+                     device=device, make_optimizer=make_optimizer, history=history)
+    if start_epoch:
+        ctx.optimizer.load_state_dict(state["optimizer"])
     n_train = len(data.train)
     ctx.steps_per_epoch = max(1, n_train // cfg.batch_size) if n_train >= cfg.batch_size else 1
     images = start_epoch * ctx.steps_per_epoch * min(cfg.batch_size, n_train)  # resumed: epochs already trained
     total_steps = max(1, epochs * ctx.steps_per_epoch)
     fn = loss_fn(loss)
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - resumed_s
+    for h, saved in zip(hooks, hook_states):
+        if saved is not None:
+            h.load_state_dict(saved)
+    ctx.step = start_epoch * ctx.steps_per_epoch
     for h in hooks:
         h.on_fit_start(ctx)
-    ctx.step = start_epoch * ctx.steps_per_epoch
     train = on_device(data.train, device)
     bar = tqdm(total=total_steps, initial=ctx.step, desc=desc, disable=not progress, leave=False,
                unit="step", dynamic_ncols=True)
@@ -208,6 +279,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, *, seed: int, epochs: in
             images += len(y)
             ctx.step += 1
             bar.update(1)
+            _maybe_kill_self(desc)
             if ctx.step % 20 == 0:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{running / seen:.3f}")
         val_loss, val_acc = evaluate(ctx.model, data.val, data.info, device=device, loss=loss, precision=cfg.precision)
@@ -218,14 +290,11 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, *, seed: int, epochs: in
         for h in hooks:
             h.on_epoch_end(ctx)
         if ckpt:
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save({"model": ctx.model, "optimizer": ctx.optimizer.state_dict(), "epoch": epoch + 1,
-                        "history": ctx.history, "gen": gen.get_state()}, tmp)
-            os.replace(tmp, ckpt)
+            _save_checkpoint(ckpt, ctx, hooks, gen, time.perf_counter() - t0)
         if ctx.stop:
             break
     bar.close()
     for h in hooks:
         h.on_fit_end(ctx)
     ctx.model.to(memory_format=torch.contiguous_format)
-    return FitResult(ctx.model, ctx.history, time.perf_counter() - t0, images)
+    return FitResult(ctx.model, ctx.history, time.perf_counter() - t0, images=images, resumed_s=resumed_s)

@@ -161,13 +161,26 @@ class PruneOnRecovery(Hook):
         self.best: nn.Module | None = None  # adaptive: last net that met the criterion
         self.events = 0
         self.reached = False
+        self.base_macs: int | None = None
+        self.base_cost: float | None = None
 
     def _cost(self, model: nn.Module) -> float:
         return self.task.cost(model, self.target.kind if self.target else "macs")
 
     def on_fit_start(self, ctx: FitContext) -> None:
-        self.base_macs = self.task.macs(ctx.model)
-        self.base_cost = self._cost(ctx.model)
+        if self.base_macs is None:  # a resumed fit restored the base of the unpruned net
+            self.base_macs = self.task.macs(ctx.model)
+            self.base_cost = self._cost(ctx.model)
+
+    _STATE = ("ref", "best", "events", "reached", "base_macs", "base_cost")
+
+    def state_dict(self) -> dict:
+        """The cut history (P lives in the optimizer's state, saved with it)."""
+        return {k: getattr(self, k) for k in self._STATE}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in self._STATE:
+            setattr(self, k, state[k])
 
     def _recovered(self, h: dict) -> bool:
         if self.m.criterion == "val_loss":

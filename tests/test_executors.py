@@ -259,7 +259,7 @@ def test_interrupt_stops_the_grid_at_once_and_leaves_no_cell_running(tmp_path, d
     assert time.time() - sent[0] < 30  # before the fix, the pool ran every queued cell to its end first
     df = Tracker(cfg.results_dir).runs_frame("smoke")
     assert len(df) >= 1 and not (df.status == "running").any()
-    assert df.error.str.contains("interrupted").any()
+    assert (df.status == "interrupted").any() and not (df.status == "failed").any()
 
 
 def test_sigterm_stops_a_pool_grid_from_the_cli_quietly(tmp_path, data_dir):
@@ -272,11 +272,11 @@ def test_sigterm_stops_a_pool_grid_from_the_cli_quietly(tmp_path, data_dir):
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not list(results.glob("runs/*/pruned_before_finetune.pt")):
+    while time.time() < deadline and not list(results.glob("runs/*/stage-*/pruned_before_finetune.pt")):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)  # the main process only, as `kill PID` does
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130 and "run the same command again" in err
+    assert proc.returncode == 143 and "run the same command again" in err
     assert "leaked semaphore" not in err  # a killed worker's tqdm lock used to be reported at exit
     df = Tracker(results).runs_frame("smoke")
     assert not (df.status == "running").any() and (df.status == "done").sum() < 6

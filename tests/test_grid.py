@@ -112,7 +112,7 @@ def test_kill_9_mid_grid_then_rerun_completes_each_cell_exactly_once(tmp_path, d
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not list(results.glob("runs/*/pruned_before_finetune.pt")):
+    while time.time() < deadline and not list(results.glob("runs/*/stage-*/pruned_before_finetune.pt")):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # mid-run: the first cell is pruned, not yet finished
     proc.wait()
