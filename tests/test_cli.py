@@ -25,7 +25,7 @@ def test_methods_lists_each_registered_method_on_one_line_with_its_options():
     assert len(names) == len(set(names))
     assert lines[lines.index(next(x for x in lines if x.startswith("magnitude "))) + 1] == \
         "    strategy: greedy, independent = 'greedy'"
-    assert "    epsilon: float > 0 or auto = 'auto'" in lines
+    assert "    epsilon: float > 0 or auto = 0.003" in lines
 
 
 def test_unknown_method_is_one_clear_line_and_exit_2(tmp_path):

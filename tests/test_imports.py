@@ -8,7 +8,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # matplotlib and pandas only for `report_extras`, the report hook (imported inside it)
-PLUGIN_LIBS = {"torch", "numpy", "scipy", "sklearn", "torch_pruning", "matplotlib", "pandas"}
+PLUGIN_LIBS = {"torch", "numpy", "scipy", "sklearn", "threadpoolctl", "torch_pruning", "matplotlib", "pandas"}
 
 
 def _imports(tree: ast.AST, package: str) -> list[str]:
