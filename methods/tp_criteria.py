@@ -43,8 +43,9 @@ class _TpCriterion(ScoreMethod):
         names = {m: n for n, m in modules.items()}
         was_training = model.training
         model.eval()  # tracing, like the harness's surgery, sees inference-mode BN
-        graph = tp.DependencyGraph().build_dependency(
-            model, example_inputs=task.example[:1].to(next(model.parameters()).device), verbose=False)
+        with torch.enable_grad():  # tp traces through autograd
+            graph = tp.DependencyGraph().build_dependency(
+                model, example_inputs=task.example[:1].to(next(model.parameters()).device), verbose=False)
         model.train(was_training)
         self.prepare(model, task)
         imp = self.importance()

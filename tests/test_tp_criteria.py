@@ -94,6 +94,14 @@ def test_lamp_keeps_l2s_order_inside_a_unit_on_one_scale_across_units(mnist_smal
     assert TpLAMP.comparable_scores and TpLAMP.pruning_defaults == {"ranking": "global"}
 
 
+def test_units_and_scores_work_under_no_grad(mnist_small):
+    task = make_task(mnist_small)
+    model = model_for("lenet5")
+    with torch.no_grad():  # tp traces through autograd; the harness turns it back on for the trace
+        assert list(task.units(model)) == ["features.0", "features.3", "classifier.1", "classifier.3"]
+        assert list(TpL1().score(model, task)) == list(task.units(model))
+
+
 def test_an_inherited_option_is_reported_under_the_subclass_name():
     with pytest.raises(Exception, match=r"^tp_l2\.scope: 'all' is invalid; allowed: group, outputs$"):
         TpL2(scope="all")
