@@ -101,7 +101,7 @@ class Method:
             from bench.options import validate
 
             bound = inspect.signature(init).bind(self, *args, **kw).arguments
-            validate(cls, {k: v for k, v in list(bound.items())[1:]}, cls.name or cls.__name__)
+            validate(cls, {k: v for k, v in list(bound.items())[1:]}, type(self).name or cls.__name__)
             init(self, *args, **kw)
         cls.__init__ = checked
 

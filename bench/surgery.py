@@ -45,7 +45,8 @@ def output_layer(model: nn.Module) -> str:
 def _graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
     was_training = model.training
     model.eval()
-    dg = tp.DependencyGraph().build_dependency(model, example_inputs=example[:1], verbose=False)
+    with torch.enable_grad():  # tp traces through autograd; a plugin may call task.units under no_grad
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example[:1], verbose=False)
     model.train(was_training)
     return dg
 
