@@ -20,7 +20,7 @@ from bench import probe as probe_module
 from bench.baselines import base_key, base_path
 from bench.config import GridConfig, RunSpec, TrainConfig
 from bench.datasets import DATASETS, resolve_data_dir
-from bench.probe import Probe, probe
+from bench.probe import Probe, probe, probe_pruned
 from bench.registry import get_method
 from bench.runner import finetune_split
 from bench.training import default_device
@@ -38,6 +38,7 @@ class CellCost:
     eval_s: float
     extra_s: float
     extra_source: str        # "hook" | "none"
+    train_factor: float = 1.0  # the method's train_cost_factor
 
     @property
     def total_s(self) -> float:
@@ -136,7 +137,7 @@ def estimate_cell(spec: RunSpec, p_pre: Probe, p_ft: Probe, p_ft_pruned: Probe) 
     latency = sum(passes * (p.forward_b1_s if b == 1 else b * p.forward_img_s)
                   for b, passes in LATENCY_PASSES.items() for p in (p_ft, p_ft_pruned))
     extra = cls.extra_cost_s(spec)
-    return CellCost(train, tests + vals + latency, extra or 0.0, "hook" if extra is not None else "none")
+    return CellCost(train, tests + vals + latency, extra or 0.0, "hook" if extra is not None else "none", factor)
 
 
 def finished_runs(cfg: GridConfig) -> dict[str, Finished]:
@@ -185,6 +186,15 @@ def make_plan(cfg: GridConfig, *, device: str | None = None, probe_steps: int | 
     done = finished_runs(cfg)
     missing = {d: why for d in sorted({s.dataset for s in specs}) if (why := data_missing(cfg, d))}
     cached = {base_key(s) for s in specs if base_path(s, cfg.results_dir).exists()}
+    reductions: dict[tuple, set] = defaultdict(set)  # all targets of one model and recipe probed together
+    for s in specs:
+        if s.dataset not in missing or s.run_id in done:
+            for recipe in ("pretrain", "finetune"):
+                r = getattr(s, recipe)
+                reductions[s.model, s.model_args, DATASETS[s.dataset].shape, r.batch_size, r.precision].add(
+                    (s.target_kind, s.target))
+    for (model, margs, shape, batch, prec), rs in reductions.items():
+        probe_pruned(model, margs, shape, batch, prec, device, threads=threads, reductions=tuple(sorted(rs)))
     probes: dict[tuple, Probe] = {}
     base_cost: dict[str, float] = {}
     cell_cost: dict[str, CellCost] = {}
@@ -253,7 +263,7 @@ def render(plan: Plan, *, executor: str, workers: int) -> str:
     todo_bases = {base_key(s) for s in todo} - plan.cached_bases
     base_s = sum(plan.base_cost[k] for k in todo_bases)
     lines.append(f"remaining: {len(todo)} cells, {len(todo_bases)} bases to train ({_h(base_s)})")
-    lines.append(f"  {'method':<16} {'cells':>5} {'train':>10} {'eval+lat':>10} {'extra':>10}  extra from")
+    lines.append(f"  {'method':<16} {'cells':>5} {'train':>10} {'eval+lat':>10} {'extra':>10}  from hooks")
     rows: dict[str, list[CellCost]] = defaultdict(list)
     for s in todo:
         rows[s.variant].append(plan.cell_cost[s.run_id])
@@ -261,7 +271,10 @@ def render(plan: Plan, *, executor: str, workers: int) -> str:
     for m, costs in rows.items():
         tr, ev, ex = (sum(getattr(c, f) for c in costs) for f in ("train_s", "eval_s", "extra_s"))
         total += tr + ev + ex
-        src = "cost hook (extrapolated)" if costs[0].extra_source == "hook" else "none declared"
+        src = "extra_cost_s (extrapolated)" if costs[0].extra_source == "hook" else ""
+        factor = statistics.median(c.train_factor for c in costs)
+        if factor != 1.0:
+            src = f"train_cost_factor {factor:.2f}x (probed)" + (f"; {src}" if src else "")
         lines.append(f"  {m:<16} {len(costs):>5} {_h(tr):>10} {_h(ev):>10} {_h(ex):>10}  {src}")
     unit = "GPU-hours" if plan.device.startswith("cuda") else "device-hours (this CPU)"
     wall = simulate_wall(plan, workers, executor)

@@ -16,6 +16,7 @@ cell, since on CPU per-image time depends on it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import statistics
 import time
@@ -35,7 +36,8 @@ FULL_BATCH_MACS = 4e9   # a full batch's forward under this many MACs is cheap e
 WARMUP = 2              # untimed steps before timing (allocators, kernel selection)
 STEPS = 5               # timed steps per probe (median); `bench plan --probe-steps` sets it
 MIN_STEPS = 3           # ... but a probe stops after MAX_S seconds of timed steps once it has this many
-MAX_S = 4.0
+MAX_S = 1.5
+SLOW_S = 0.25           # a warm-up round this slow is compute-bound: one is enough
 clock = time.perf_counter  # a module attribute so tests can script the timer
 
 
@@ -62,21 +64,31 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def median_time(fn: Callable[[], object], device: str, steps: int, warmup: int = WARMUP) -> float:
-    """Median seconds of `steps` calls of `fn` after `warmup` untimed ones; stops early once
-    MIN_STEPS are timed and MAX_S seconds are spent (a slow model on a CPU)."""
+def median_times(fns: list[Callable[[], object]], device: str, steps: int, warmup: int = WARMUP) -> list[float]:
+    """Median seconds of each of `fns` over `steps` rounds after `warmup` untimed ones; the fns
+    take turns within a round, so a burst of load hits all alike and their ratios hold. Stops
+    early once MIN_STEPS rounds are timed and MAX_S seconds spent (or after one round of over
+    3 x MAX_S: an RLS step of VGG-16 on a CPU takes seconds), and warms up once only when a
+    round takes over SLOW_S (a slow model on a CPU: the first-call overhead is lost in its compute)."""
     for _ in range(warmup):
-        fn()
-    times: list[float] = []
-    while len(times) < max(1, steps):
-        _sync(device)
         t = clock()
-        fn()
-        _sync(device)
-        times.append(clock() - t)
-        if len(times) >= MIN_STEPS and sum(times) > MAX_S:
+        for fn in fns:
+            fn()
+        if clock() - t > SLOW_S:
             break
-    return statistics.median(times)
+    times: list[list[float]] = [[] for _ in fns]
+    spent = 0.0
+    while len(times[0]) < max(1, steps):
+        for fn, out in zip(fns, times):
+            _sync(device)
+            t = clock()
+            fn()
+            _sync(device)
+            out.append(clock() - t)
+            spent += out[-1]
+        if spent > MAX_S and (len(times[0]) >= MIN_STEPS or spent > 3 * MAX_S):
+            break
+    return [statistics.median(t) for t in times]
 
 
 @contextlib.contextmanager
@@ -134,26 +146,73 @@ def _net(model: str, model_args: tuple, shape: tuple, device: str, reduction: tu
 def probe(model: str, model_args: tuple, shape: tuple[int, int, int], batch: int, precision: str,
           device: str, *, threads: int = 0, reduction: tuple[str, float] | None = None) -> Probe:
     """Time STEPS training steps (after WARMUP) of a fresh `model` on synthetic input, at `threads`
-    torch threads (0: the current count); `reduction` probes a uniformly pruned copy. Cached."""
-    return _probe(model, tuple(model_args), tuple(shape), batch, precision, device, STEPS, threads, reduction)
+    torch threads (0: the current count); `reduction` (kind, fraction) probes a uniformly pruned
+    copy (see probe_pruned, which times several reductions at once). Cached."""
+    key = (model, tuple(model_args), tuple(shape), batch, precision, device, STEPS, threads)
+    if reduction is None:
+        return _probe(*key)
+    if (key, reduction) not in _PRUNED:
+        probe_pruned(model, model_args, shape, batch, precision, device, threads=threads, reductions=(reduction,))
+    return _PRUNED[key, reduction]
+
+
+_PRUNED: dict[tuple, Probe] = {}
+
+
+def probe_pruned(model: str, model_args: tuple, shape: tuple[int, int, int], batch: int, precision: str,
+                 device: str, *, threads: int = 0, reductions: tuple[tuple[str, float], ...]) -> None:
+    """Probe uniformly pruned copies of `model` for each of `reductions` (into probe's cache).
+
+    The copies are timed in turns with the unpruned model and priced as the unpruned probe times
+    their ratio, so pruned and unpruned figures differ by the model, not by when the load on a
+    shared machine peaked; timing all reductions in one go times the unpruned model once."""
+    key = (model, tuple(model_args), tuple(shape), batch, precision, device, STEPS, threads)
+    todo = [r for r in dict.fromkeys(reductions) if (key, r) not in _PRUNED]
+    if not todo:
+        return
+    base = _probe(*key)
+    with torch_threads(threads):
+        nets = [_net(model, tuple(model_args), tuple(shape), device, r) for r in (None, *todo)]
+        x, y = _inputs(shape, base.measured_batch, device)
+        xs = [x.contiguous(memory_format=torch.channels_last) if cl else x for _, cl, _ in nets]
+        for net, _, _ in nets:
+            net.train()
+        step = median_times([_step_fn(n, xi, y, sgd(n, TrainConfig()), device, precision)
+                             for (n, _, _), xi in zip(nets, xs)], device, STEPS)
+        for net, _, _ in nets:
+            net.eval()
+        fwd = median_times([_forward_fn(n, xi, device, precision) for (n, _, _), xi in zip(nets, xs)],
+                           device, STEPS, warmup=1)
+    for r, (_, _, macs), s_i, f_i in zip(todo, nets[1:], step[1:], fwd[1:]):
+        # batch-1 latency is overhead-bound; it is carried over at the forward's ratio (a few passes per cell)
+        _PRUNED[key, r] = dataclasses.replace(base, step_img_s=base.step_img_s * s_i / step[0],
+                                              forward_img_s=base.forward_img_s * f_i / fwd[0],
+                                              forward_b1_s=base.forward_b1_s * f_i / fwd[0], macs=macs)
+
+
+def _inputs(shape: tuple, n: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    c, h, w = shape
+    return torch.randn(n, c, h, w, device=device), torch.randint(0, 10, (n,), device=device)
+
+
+def _measured_batch(macs: int, batch: int, device: str) -> int:
+    cheap = device.startswith("cuda") or macs * batch <= FULL_BATCH_MACS
+    return batch if cheap else min(batch, SMALL_BATCH)
 
 
 @functools.lru_cache(maxsize=None)
 def _probe(model: str, model_args: tuple, shape: tuple, batch: int, precision: str, device: str,
-           steps: int, threads: int, reduction: tuple[str, float] | None) -> Probe:
+           steps: int, threads: int) -> Probe:
     with torch_threads(threads):
-        net, cl, macs = _net(model, model_args, shape, device, reduction)
-        c, h, w = shape
-        cheap = device.startswith("cuda") or macs * batch <= FULL_BATCH_MACS
-        measured = batch if cheap else min(batch, SMALL_BATCH)
-        x = torch.randn(measured, c, h, w, device=device)
+        net, cl, macs = _net(model, model_args, shape, device, None)
+        measured = _measured_batch(macs, batch, device)
+        x, y = _inputs(shape, measured, device)
         x = x.contiguous(memory_format=torch.channels_last) if cl else x
-        y = torch.randint(0, 10, (measured,), device=device)
         net.train()
-        step = median_time(_step_fn(net, x, y, sgd(net, TrainConfig()), device, precision), device, steps)
+        step, = median_times([_step_fn(net, x, y, sgd(net, TrainConfig()), device, precision)], device, steps)
         net.eval()
-        fwd = median_time(_forward_fn(net, x, device, precision), device, steps, warmup=1)
-        b1 = median_time(_forward_fn(net, x[:1], device, "fp32"), device, steps, warmup=1)
+        fwd, = median_times([_forward_fn(net, x, device, precision)], device, steps, warmup=1)
+        b1, = median_times([_forward_fn(net, x[:1], device, "fp32")], device, steps, warmup=1)
         used = torch.get_num_threads()
     return Probe(step / measured, fwd / measured, b1, measured, batch, device, used, macs)
 
@@ -162,7 +221,9 @@ def optimizer_step_ratio(model: str, model_args: tuple, shape: tuple[int, int, i
                          device: str, make_optimizer: Callable, key: str, *, threads: int = 0) -> float:
     """Seconds of a training step with `make_optimizer(model)` over one with the harness's SGD, on
     the same fresh model and input, timed in turns (so load hits both alike); `key` names the
-    optimizer for the cache. What a method with its own optimizer (RLS) costs per step."""
+    optimizer for the cache. What a method with its own optimizer (RLS) costs per step. A large
+    model on a CPU is timed at SMALL_BATCH, and the extra taken as a per-step cost (RLS's update of
+    P is O(n^2) per layer whatever the batch) when carried to `batch`."""
     k = (model, tuple(model_args), tuple(shape), batch, device, key, threads, STEPS)
     if k not in _RATIOS:
         _RATIOS[k] = _ratio(model, tuple(model_args), tuple(shape), batch, device, threads, STEPS, make_optimizer)
@@ -175,19 +236,14 @@ _RATIOS: dict[tuple, float] = {}
 def _ratio(model, model_args, shape, batch, device, threads, steps, make_optimizer) -> float:
     with torch_threads(threads):
         net, cl, macs = _net(model, model_args, shape, device, None)
-        c, h, w = shape
-        measured = batch if device.startswith("cuda") or macs * batch <= FULL_BATCH_MACS else min(batch, SMALL_BATCH)
-        x = torch.randn(measured, c, h, w, device=device)
+        measured = _measured_batch(macs, batch, device)
+        x, y = _inputs(shape, measured, device)
         x = x.contiguous(memory_format=torch.channels_last) if cl else x
-        y = torch.randint(0, 10, (measured,), device=device)
         net.train()
-        fns = [_step_fn(net, x, y, sgd(net, TrainConfig()), device, "fp32"),
-               _step_fn(net, x, y, make_optimizer(net), device, "fp32")]
-        for fn in fns:
-            for _ in range(WARMUP):
-                fn()
-        pairs = [[median_time(fn, device, 1, warmup=0) for fn in fns] for _ in range(max(MIN_STEPS, steps))]
-    return statistics.median(b / a for a, b in pairs)
+        sgd_s, own_s = median_times([_step_fn(net, x, y, sgd(net, TrainConfig()), device, "fp32"),
+                                     _step_fn(net, x, y, make_optimizer(net), device, "fp32")], device, steps)
+    # timed at a smaller batch: the optimizer's extra work is per step, the SGD step's per image
+    return 1 + (own_s / sgd_s - 1) * measured / batch
 
 
 @functools.lru_cache(maxsize=None)
