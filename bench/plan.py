@@ -78,6 +78,12 @@ class Plan:
         """Cells still to run that will train: not done, and with their data on disk."""
         return [s for s in self.specs if s.run_id not in self.done and s.dataset not in self.missing_data]
 
+    def remaining_s(self) -> float:
+        """Device seconds of the remaining cells and the bases they still need."""
+        todo = self.remaining()
+        bases = {base_key(s) for s in todo} - self.cached_bases
+        return sum(self.cell_cost[s.run_id].total_s for s in todo) + sum(self.base_cost[k] for k in bases)
+
     def unpriced(self) -> list[RunSpec]:
         return [s for s in self.specs if s.run_id not in self.done and s.dataset in self.missing_data]
 
@@ -187,20 +193,17 @@ def make_plan(cfg: GridConfig, *, device: str | None = None, probe_steps: int | 
     missing = {d: why for d in sorted({s.dataset for s in specs}) if (why := data_missing(cfg, d))}
     cached = {base_key(s) for s in specs if base_path(s, cfg.results_dir).exists()}
     reductions: dict[tuple, set] = defaultdict(set)  # all targets of one model and recipe probed together
-    for s in specs:
-        if s.dataset not in missing or s.run_id in done:
-            for recipe in ("pretrain", "finetune"):
-                r = getattr(s, recipe)
-                reductions[s.model, s.model_args, DATASETS[s.dataset].shape, r.batch_size, r.precision].add(
-                    (s.target_kind, s.target))
+    for s in specs:  # cells without data are costed too (probes are shared by shape), not counted
+        for recipe in ("pretrain", "finetune"):
+            r = getattr(s, recipe)
+            reductions[s.model, s.model_args, DATASETS[s.dataset].shape, r.batch_size, r.precision].add(
+                (s.target_kind, s.target))
     for (model, margs, shape, batch, prec), rs in reductions.items():
         probe_pruned(model, margs, shape, batch, prec, device, threads=threads, reductions=tuple(sorted(rs)))
     probes: dict[tuple, Probe] = {}
     base_cost: dict[str, float] = {}
     cell_cost: dict[str, CellCost] = {}
     for s in specs:
-        if s.dataset in missing and s.run_id not in done:
-            continue
         p_pre, p_ft = _probes(s, "pretrain", device, threads), _probes(s, "finetune", device, threads)
         for recipe, p in ((s.pretrain, p_pre), (s.finetune, p_ft)):
             probes[(s.model_label, s.dataset, recipe.batch_size, recipe.precision)] = p
@@ -249,8 +252,10 @@ def render(plan: Plan, *, executor: str, workers: int) -> str:
     lines.append(f"done: {len(plan.done)}/{len(specs)} cells in the store; bases cached: "
                  f"{len(plan.cached_bases)}/{len(bases)}")
     for ds, why in plan.missing_data.items():
-        n = sum(1 for s in plan.unpriced() if s.dataset == ds)
-        lines.append(f"not priced: {n} {ds} cells ({why})")
+        cells = [s for s in plan.unpriced() if s.dataset == ds]
+        extra = sum(plan.cell_cost[s.run_id].total_s for s in cells)
+        extra += sum(plan.base_cost[k] for k in {base_key(s) for s in cells} - plan.cached_bases)
+        lines.append(f"not priced: {len(cells)} {ds} cells ({why}; with the data they would add {_h(extra)})")
     threads = f", {plan.threads} torch threads" if plan.threads else ""
     lines.append(f"probe on {plan.device}{threads} (synthetic input; per image; median of "
                  f"{probe_module.STEPS} steps after {probe_module.WARMUP} warm-up):")
@@ -267,10 +272,8 @@ def render(plan: Plan, *, executor: str, workers: int) -> str:
     rows: dict[str, list[CellCost]] = defaultdict(list)
     for s in todo:
         rows[s.variant].append(plan.cell_cost[s.run_id])
-    total = base_s
     for m, costs in rows.items():
         tr, ev, ex = (sum(getattr(c, f) for c in costs) for f in ("train_s", "eval_s", "extra_s"))
-        total += tr + ev + ex
         src = "extra_cost_s (extrapolated)" if costs[0].extra_source == "hook" else ""
         factor = statistics.median(c.train_factor for c in costs)
         if factor != 1.0:
@@ -282,7 +285,7 @@ def render(plan: Plan, *, executor: str, workers: int) -> str:
     if executor != "local" and not plan.device.startswith("cuda") and workers > 1:
         note = (f" (CPU: {workers} workers x {plan.threads} threads, priced per cell at those threads; "
                 "shared memory bandwidth makes this a lower bound)")
-    lines.append(f"estimate: {total / 3600:.2f} {unit}; wall {_h(wall)} with --executor {executor} "
+    lines.append(f"estimate: {plan.remaining_s() / 3600:.2f} {unit}; wall {_h(wall)} with --executor {executor} "
                  f"--workers {workers}{note}")
     lines.append("  (train: epochs x probed step time per image, pruned models probed on a uniformly pruned "
                  "copy, x the method's train_cost_factor; method extras from their cost hooks: extrapolated "
