@@ -64,6 +64,7 @@ class Plan:
     cell_cost: dict[str, CellCost]             # run id -> cost
     device: str
     threads: int = 0
+    load: float = 0.0                          # 1-minute load average when probed (CPU)
     missing_data: dict[str, str] = field(default_factory=dict)   # dataset -> why its cells will skip
     notes: list[str] = field(default_factory=list)
 
@@ -211,7 +212,8 @@ def make_plan(cfg: GridConfig, *, device: str | None = None, probe_steps: int | 
         if key not in base_cost:
             base_cost[key] = s.pretrain.epochs * epoch_s(s, s.pretrain, p_pre) + test_size(s) * p_pre.forward_img_s
         cell_cost[s.run_id] = estimate_cell(s, p_pre, p_ft, _probes(s, "finetune", device, threads, pruned=True))
-    return Plan(cfg, specs, done, cached, probes, base_cost, cell_cost, device, threads, missing)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return Plan(cfg, specs, done, cached, probes, base_cost, cell_cost, device, threads, load, missing)
 
 
 def simulate_wall(plan: Plan, workers: int, kind: str) -> float:
@@ -259,6 +261,10 @@ def render(plan: Plan, *, executor: str, workers: int) -> str:
     threads = f", {plan.threads} torch threads" if plan.threads else ""
     lines.append(f"probe on {plan.device}{threads} (synthetic input; per image; median of "
                  f"{probe_module.STEPS} steps after {probe_module.WARMUP} warm-up):")
+    cores = os.cpu_count() or 1
+    if plan.device == "cpu" and plan.load > cores:
+        lines.append(f"  WARNING: load average {plan.load:.1f} on {cores} cores while probing: other jobs share "
+                     "this CPU, so every figure below is inflated; plan again on an idle machine")
     lines.append(f"  {'model':<24} {'dataset':<8} {'batch':>5} {'prec':<5} {'step ms':>8} {'fwd ms':>7}  source")
     for (label, ds, batch, prec), p in plan.probes.items():
         src = "measured" if not p.extrapolated else f"measured at batch {p.measured_batch}, extrapolated"
