@@ -35,6 +35,7 @@ _LAZY = {
     "widths": "bench.measure",
     "DATASETS": "bench.datasets",
     "forward_seconds": "bench.probe", "unit_count": "bench.probe",  # pricing for `extra_cost_s`
+    "pruned_time_share": "bench.probe", "step_ratio": "bench.probe",  # ... and `train_cost_factor`
 }
 
 
@@ -128,6 +129,14 @@ class Method:
         """Seconds of non-training work per cell on this device (searches, feature extraction),
         for `bench plan`; None = negligible or unknown. Price it with bench.probe.forward_seconds."""
         return None
+
+    @classmethod
+    def train_cost_factor(cls, spec) -> float:
+        """For `bench plan`: the method's training time over plain SGD epochs of the model it
+        trains (the unpruned net when it trains from scratch or the full model), e.g. a costlier
+        optimizer step or a net that shrinks while training. Probe it with bench.probe.step_ratio
+        and pruned_time_share. Default 1."""
+        return 1.0
 
     @classmethod
     def report_extras(cls, runs: "pandas.DataFrame", out_dir: "Path") -> list["Path"]:

@@ -134,7 +134,8 @@ def cmd_plan(args) -> int:
         cfg.results_dir = args.results_dir
     kind = args.executor or cfg.executor.get("kind", "local")
     workers = args.workers or cfg.executor.get("workers") or default_workers(kind)
-    print(render(make_plan(cfg, probe_steps=args.probe_steps), executor=kind, workers=workers))
+    print(render(make_plan(cfg, probe_steps=args.probe_steps, executor=kind, workers=workers),
+                 executor=kind, workers=workers))
     return 0
 
 
@@ -167,7 +168,7 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--results-dir", help="the store to check for finished cells (default: the config's)")
     pl.add_argument("--executor", choices=("local", "pool", "ray"), help="default: the config's, else local")
     pl.add_argument("--workers", type=int, help="parallel cells (default as for `run`)")
-    pl.add_argument("--probe-steps", type=int, default=2, help="timed training steps per probed model")
+    pl.add_argument("--probe-steps", type=int, help="timed training steps per probed model (median; default 5)")
     pl.set_defaults(fn=cmd_plan)
     sv = sub.add_parser("server", help="start an MLflow tracking server for pool/Ray workers")
     sv.add_argument("--host", default="127.0.0.1")

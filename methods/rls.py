@@ -345,6 +345,22 @@ class RLSPrune(FullMethod):
 
     # -- report (bench.api.Method.report_extras) ---------------------------------------------------
     @classmethod
+    def train_cost_factor(cls, spec) -> float:
+        """For `bench plan`: an RLS step over an SGD step (probed in turns on the unpruned net), and
+        the net at full size for `epochs_before_prune` epochs, then at the target's probed time
+        share (the cuts come one recovery apart, so the few epochs in between are counted small)."""
+        from types import SimpleNamespace
+
+        from bench.api import pruned_time_share, step_ratio
+
+        m = cls(**dict(spec.method_args))
+        total = spec.pretrain.epochs + spec.finetune.epochs
+        full = min(total, m.epochs_before_prune) if m.do_prune else total
+        share = pruned_time_share(spec) if m.do_prune else 1.0
+        ratio = step_ratio(spec, m.make_optimizer(SimpleNamespace(spec=spec)), f"rls{sorted(spec.method_args)}")
+        return ratio * (full + (total - full) * share) / total
+
+    @classmethod
     def report_extras(cls, runs, out_dir):
         """`rls_curves.png/.pdf`: validation accuracy per epoch of each run's RLS training with its
         prune events, one panel per dataset x model x target. Event k is logged at step k as
