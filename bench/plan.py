@@ -22,7 +22,6 @@ from bench.training import default_device
 
 # (train, test) images of the official splits; validation is held out of train
 SPLIT_SIZES = {"mnist": (60000, 10000), "cifar10": (50000, 10000), "svhn": (73257, 26032)}
-LATENCY_PASSES = {1: 33, 64: 13}   # warm-up + repeats per batch size in runner.measure_record
 
 
 @dataclass
@@ -95,8 +94,9 @@ def estimate_cell(spec: RunSpec, p_pre: Probe, p_ft: Probe) -> CellCost:
     else:                          # score methods fine-tune the pruned model
         train = spec.finetune.epochs * epoch_s(spec, spec.finetune, p_ft, pruned)
     tests = test_size(spec) * p_ft.forward_img_s * (2 + pruned)   # base, pruned, final
-    latency = sum(passes * (p_ft.forward_b1_s if b == 1 else b * p_ft.forward_img_s) * (1 + pruned)
-                  for b, passes in LATENCY_PASSES.items())
+    # the pruned model's passes; the base is timed once per base (baselines.cpu_latency_ms), not per cell
+    latency = sum((reps + spec.latency.warmup) * (p_ft.forward_b1_s if b == 1 else b * p_ft.forward_img_s) * pruned
+                  for b, reps in spec.latency.repeats().items())
     extra = cls.extra_cost_s(spec)
     return CellCost(train, tests + latency, extra or 0.0, "hook" if extra is not None else "none")
 
