@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from torch import nn
 from bench import models
 from bench.config import RunSpec
 from bench.datasets import Data
+from bench.measure import paired_latency_ms
 from bench.training import fit
 
 
@@ -71,3 +73,24 @@ def get_or_train(spec: RunSpec, data: Data, results_dir: str | os.PathLike, *, d
             path.with_suffix(".ckpt").unlink(missing_ok=True)
         state = torch.load(path, weights_only=False, map_location="cpu")
     return state["model"].to(device), {"history": state["history"], "seconds": state["seconds"], "path": str(path)}
+
+
+def cpu_latency_ms(spec: RunSpec, base: nn.Module, example: torch.Tensor, results_dir: str | os.PathLike
+                   ) -> dict[int, float]:
+    """Batch size -> the base's median CPU latency (ms), measured once per base and cached next to it.
+
+    Every cell of a base reports the same base latency instead of re-timing it (docs/decisions.md,
+    issue 20). The key holds what the number depends on besides the weights: the passes, the torch
+    threads, the host and the torch version, so a cluster node or another thread count re-measures."""
+    lat = spec.latency
+    blob = json.dumps({"latency": dataclasses.asdict(lat), "threads": torch.get_num_threads(),
+                       "host": socket.gethostname(), "torch": torch.__version__}, sort_keys=True)
+    path = base_path(spec, results_dir).with_suffix(f".latency-{hashlib.sha256(blob.encode()).hexdigest()[:12]}.json")
+    with file_lock(path):
+        if not path.exists():
+            ms = {b: paired_latency_ms([base], example, b, repeats=reps, warmup=lat.warmup)[0]
+                  for b, reps in lat.repeats().items()}
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"ms": ms, "key": json.loads(blob)}, indent=1))
+            os.replace(tmp, path)
+        return {int(b): v for b, v in json.loads(path.read_text())["ms"].items()}

@@ -52,6 +52,22 @@ class PruningConfig:
 
 
 @dataclass(frozen=True)
+class LatencyConfig:
+    """The CPU latency passes of every run: timed forwards per batch size, after `warmup` untimed ones.
+
+    The defaults are what reported numbers use; fewer repeats make a smoke run or a test cheap
+    (its latencies are then noisy, and the run id differs so they never mix with real ones)."""
+
+    repeats_b1: int = 30
+    repeats_b64: int = 10
+    warmup: int = 3
+
+    def repeats(self) -> dict[int, int]:
+        """Batch size -> timed forwards."""
+        return {1: self.repeats_b1, 64: self.repeats_b64}
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """One grid cell. Frozen and hashable: its canonical JSON hash is the run id."""
 
@@ -71,6 +87,7 @@ class RunSpec:
     test_subset: int | None = None
     experiment: str = "default"
     variant: str = ""                # the `methods:` key, "name" or "name@label"; "" = the plain method
+    latency: LatencyConfig = LatencyConfig()
 
     def __post_init__(self):
         if not self.variant:
@@ -82,6 +99,8 @@ class RunSpec:
         d["model_args"] = dict(self.model_args)
         if self.variant == self.method:  # plain rows keep the run ids they had before variants existed
             del d["variant"]
+        if self.latency == LatencyConfig():  # likewise runs measured with the default passes
+            del d["latency"]
         return d
 
     @property
@@ -135,6 +154,7 @@ class GridConfig:
     data_dir: str | None = None
     results_dir: str = "results"
     executor: dict = field(default_factory=dict)
+    latency: LatencyConfig = LatencyConfig()
     # variant key -> its method's pruning_defaults overridden by its own `pruning:` (applied over `pruning`)
     method_pruning: dict[str, dict] = field(default_factory=dict)
 
@@ -156,7 +176,7 @@ class GridConfig:
                                 pretrain=ds.pretrain, finetune=ds.finetune,
                                 pruning=dataclasses.replace(self.pruning, **self.method_pruning.get(key, {})),
                                 val_size=self.val_size, train_subset=ds.train_subset,
-                                test_subset=ds.test_subset, experiment=self.name))
+                                test_subset=ds.test_subset, experiment=self.name, latency=self.latency))
         return specs
 
 
@@ -198,6 +218,13 @@ def _check_pruning(p: PruningConfig, where: str) -> PruningConfig:
     if p.rounds < 1 or not 0 < p.max_layer_prune < 1 or p.round_to < 1:
         raise ConfigError(f"{where}: rounds and round_to must be >= 1 and max_layer_prune in (0, 1)")
     return p
+
+
+def _check_latency(lat: LatencyConfig) -> LatencyConfig:
+    if min(lat.repeats_b1, lat.repeats_b64) < 1 or lat.warmup < 0:
+        raise ConfigError(f"latency: repeats_b1 and repeats_b64 must be >= 1 and warmup >= 0, got "
+                          f"{lat.repeats_b1}, {lat.repeats_b64} and {lat.warmup}")
+    return lat
 
 
 def _fields(cls) -> dict[str, dataclasses.Field]:
@@ -288,7 +315,7 @@ def _as_list(v: Any, where: str) -> list:
 
 
 GRID_FIELDS = ("name", "methods", "datasets", "seeds", "targets", "pruning", "val_size",
-               "data_dir", "results_dir", "executor")
+               "data_dir", "results_dir", "executor", "latency")
 
 
 def from_dict(raw: dict, name: str = "grid") -> GridConfig:
@@ -342,9 +369,10 @@ def from_dict(raw: dict, name: str = "grid") -> GridConfig:
     executor = raw.get("executor") or {}
     if not isinstance(executor, dict):
         raise ConfigError("executor: expected a mapping such as {kind: local}")
+    latency = _check_latency(_build(LatencyConfig, raw.get("latency"), "latency"))
     return GridConfig(name=str(raw.get("name", name)), methods=methods, datasets=datasets, seeds=seeds,
                       targets=targets, pruning=pruning, method_pruning=method_pruning, val_size=val_size, data_dir=raw.get("data_dir"),
-                      results_dir=str(raw.get("results_dir", "results")), executor=executor)
+                      results_dir=str(raw.get("results_dir", "results")), executor=executor, latency=latency)
 
 
 def load(path: str | Path) -> GridConfig:

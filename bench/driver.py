@@ -47,14 +47,16 @@ def _removal_order(units, scores, ranking: str, max_prune: float, round_to: int,
         first = (unit.size % round_to) or round_to if round_to > 1 else 1
         sizes = [first] + [round_to if round_to > 1 else 1] * len(removable)
         scale = 1.0 if comparable else (float(s.abs().mean()) or 1.0)
+        vals = s.tolist()  # one channel's score without a tensor op per channel (VGG-16: 4 000 of them)
         done = 0
         for size in sizes:
             block = removable[done:done + size]
             if len(block) < size:
                 break
             done += size
-            primary = done / unit.size if ranking == "per_layer" else float(s[block].mean()) / scale
-            keys.append((primary, float(s[block].mean()), name, block))
+            mean = vals[block[0]] if size == 1 else float(s[block].mean())
+            primary = done / unit.size if ranking == "per_layer" else mean / scale
+            keys.append((primary, mean, name, block))
     keys.sort(key=lambda k: (k[0], k[1]))
     return [(name, block) for _, _, name, block in keys]
 

@@ -27,7 +27,6 @@ from bench.training import default_device
 
 # (train, test) images of the official splits; validation is held out of train
 SPLIT_SIZES = {"mnist": (60000, 10000), "cifar10": (50000, 10000), "svhn": (73257, 26032)}
-LATENCY_PASSES = {1: 33, 64: 13}   # warm-up + repeats per batch size in runner.measure_record
 TEST_PASSES = (1, 2)               # test-set evaluations per cell: (base, pruned: before and after fine-tune)
 VAL_PASSES = 2                     # validation evaluations of the pruned model (acc_val_pruned, acc_val_final)
 
@@ -141,8 +140,9 @@ def estimate_cell(spec: RunSpec, p_pre: Probe, p_ft: Probe, p_ft_pruned: Probe) 
         train = epochs * epoch_s(spec, spec.finetune, p_ft_pruned, factor)
     tests = test_size(spec) * (TEST_PASSES[0] * p_ft.forward_img_s + TEST_PASSES[1] * p_ft_pruned.forward_img_s)
     vals = spec.val_size * VAL_PASSES * p_ft_pruned.forward_img_s
-    latency = sum(passes * (p.forward_b1_s if b == 1 else b * p.forward_img_s)
-                  for b, passes in LATENCY_PASSES.items() for p in (p_ft, p_ft_pruned))
+    # the pruned model's passes; the base is timed once per base (baselines.cpu_latency_ms), not per cell
+    latency = sum((reps + spec.latency.warmup) * (p_ft_pruned.forward_b1_s if b == 1 else b * p_ft_pruned.forward_img_s)
+                  for b, reps in spec.latency.repeats().items())
     extra = cls.extra_cost_s(spec)
     return CellCost(train, tests + vals + latency, extra or 0.0, "hook" if extra is not None else "none", factor)
 

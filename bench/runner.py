@@ -259,7 +259,8 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
         pruned, finetune_time = result.model, result.seconds
         task.images_seen += result.images
         log.curve("finetune", result.history)
-    record = measure_record(base, pruned, data, example, spec, acc_pruned, prune_time, finetune_time, log, workdir)
+    record = measure_record(base, pruned, data, example, spec, acc_pruned, prune_time, finetune_time, log, workdir,
+                            results_dir)
     record.update({"epochs_used": task.epochs_used, "budget_epochs": float(budget),
                    "budget_met": float(task.epochs_used <= budget + BUDGET_SLACK)})
     for key, ref in task.references.items():  # e.g. RLS's own unpruned net: a second Δacc reference
@@ -281,7 +282,7 @@ def state_dict_bytes(model: nn.Module) -> int:
 
 def measure_record(base: nn.Module, pruned: nn.Module, data: Data, example: torch.Tensor, spec: RunSpec,
                    acc_pruned: float, prune_time: float, finetune_time: float, log: RunLogger,
-                   workdir: Path) -> dict:
+                   workdir: Path, results_dir: Path) -> dict:
     device = str(example.device)
     base.eval()
     pruned.eval()
@@ -304,9 +305,11 @@ def measure_record(base: nn.Module, pruned: nn.Module, data: Data, example: torc
     }
     cpu_ex = example.cpu()
     base_cpu, pruned_cpu = copy.deepcopy(base).cpu(), copy.deepcopy(pruned).cpu()
-    for b, reps in ((1, 30), (64, 10)):
-        record[f"latency_cpu_b{b}_base_ms"], record[f"latency_cpu_b{b}_pruned_ms"] = paired_latency_ms(
-            [base_cpu, pruned_cpu], cpu_ex, b, repeats=reps)
+    base_ms = baselines.cpu_latency_ms(spec, base_cpu, cpu_ex, results_dir)  # once per base
+    for b, reps in spec.latency.repeats().items():
+        record[f"latency_cpu_b{b}_base_ms"] = base_ms[b]
+        record[f"latency_cpu_b{b}_pruned_ms"], = paired_latency_ms([pruned_cpu], cpu_ex, b, repeats=reps,
+                                                                   warmup=spec.latency.warmup)
     if torch.cuda.is_available():
         for b in (1, 64):
             record[f"latency_gpu_b{b}_base_ms"], record[f"latency_gpu_b{b}_pruned_ms"] = paired_latency_ms(

@@ -5,7 +5,7 @@ import pytest
 
 from bench import runner
 from bench.api import FullMethod, ScoreMethod
-from bench.config import PruningConfig, RunSpec, TrainConfig
+from bench.config import LatencyConfig, PruningConfig, RunSpec, TrainConfig
 from methods.magnitude import Magnitude
 
 
@@ -39,11 +39,11 @@ def results(tmp_path_factory):
 
 def _run(monkeypatch, results, data_dir, cls, pruning=PruningConfig()) -> dict:
     monkeypatch.setattr(runner, "get_method", lambda name: cls)
-    monkeypatch.setattr(runner, "paired_latency_ms", lambda models, *a, **k: (0.0, 0.0))  # not under test here
     spec = RunSpec(method=cls.name, dataset="mnist", model="lenet5", seed=0, target_kind="macs", target=0.5,
                    pretrain=TrainConfig(epochs=1, batch_size=100, augment=False),
                    finetune=TrainConfig(epochs=2, batch_size=100, augment=False), pruning=pruning,
-                   val_size=200, train_subset=1000, test_subset=200)
+                   val_size=200, train_subset=1000, test_subset=200,
+                   latency=LatencyConfig(repeats_b1=1, repeats_b64=1, warmup=0))  # latency is not under test here
     return runner.execute(spec, _Log(), data_dir=str(data_dir), results_dir=results, progress=False)
 
 

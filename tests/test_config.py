@@ -34,6 +34,16 @@ def test_run_id_ignores_paths_but_not_recipes():
     assert c.run_id != a.run_id
 
 
+def test_latency_passes_reach_every_spec_and_enter_the_run_id_only_when_not_the_default():
+    plain = cfg().expand()[0]
+    assert "latency" not in plain.canonical()  # ids of runs made before the setting existed stay valid
+    assert cfg(latency={"repeats_b1": 30, "repeats_b64": 10, "warmup": 3}).expand()[0].run_id == plain.run_id
+    quick = cfg(latency={"repeats_b1": 2, "repeats_b64": 1}).expand()
+    assert {s.latency for s in quick} == {config.LatencyConfig(repeats_b1=2, repeats_b64=1, warmup=3)}
+    assert quick[0].latency.repeats() == {1: 2, 64: 1}
+    assert quick[0].run_id != plain.run_id and quick[0].flat_params()["latency.repeats_b1"] == "2"
+
+
 @pytest.mark.parametrize("changes,match", [
     ({"methods": {"nope": {}}}, "method 'nope' is not registered; allowed: .*magnitude"),
     ({"methods": {"magnitude": {"strategy": "bogus"}}}, "strategy.*allowed: greedy, independent"),
@@ -48,6 +58,8 @@ def test_run_id_ignores_paths_but_not_recipes():
     ({"seeds": ["a"]}, "seeds: expected integers"),
     ({"pruning": {"ranking": "best"}}, "pruning.ranking: 'best' is unknown; allowed: per_layer, global"),
     ({"colour": "red"}, "colour: unknown field; allowed: name, methods"),
+    ({"latency": {"repeats_b1": 0}}, "latency: repeats_b1 and repeats_b64 must be >= 1 and warmup >= 0"),
+    ({"latency": {"repeats": 3}}, "latency.repeats: unknown field; allowed: repeats_b1, repeats_b64, warmup"),
 ])
 def test_bad_config_errors_name_field_and_allowed_values(changes, match):
     with pytest.raises(ConfigError, match=match):

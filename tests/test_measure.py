@@ -1,7 +1,11 @@
-"""Measurement helpers: MACs on the real model, paired latency."""
+"""Measurement helpers: MACs on the real model, paired latency, the base latency cache."""
+import dataclasses
+
 import torch
 from torch import nn
 
+from bench import baselines
+from bench.config import LatencyConfig, RunSpec
 from bench.measure import count_macs, paired_latency_ms
 
 
@@ -40,3 +44,31 @@ def test_gpu_latency_uses_cuda_events(monkeypatch):
     model = torch.nn.Linear(4, 2)
     assert measure._cuda_timer(model, torch.zeros(1, 4)) == 2.5
     assert calls == ["device-sync", "record", "record", "sync"]
+
+
+def test_base_cpu_latency_is_measured_once_per_base_and_latency_settings(tmp_path, monkeypatch):
+    timed = []
+
+    def counting(models, example, batch, **kw):
+        timed.append((batch, kw["repeats"], kw["warmup"]))
+        return paired_latency_ms(models, example, batch, **kw)
+
+    monkeypatch.setattr(baselines, "paired_latency_ms", counting)
+    spec = RunSpec(method="magnitude", dataset="mnist", model="lenet5", seed=0, target_kind="macs", target=0.5,
+                   latency=LatencyConfig(repeats_b1=2, repeats_b64=1, warmup=0))
+    model, example = nn.Conv2d(1, 2, 3), torch.randn(1, 1, 8, 8)
+    first = baselines.cpu_latency_ms(spec, model, example, tmp_path)
+    assert set(first) == {1, 64} and all(v > 0 for v in first.values())
+    assert timed == [(1, 2, 0), (64, 1, 0)]
+    other_cell = dataclasses.replace(spec, method="random", variant="random", target=0.3)
+    assert baselines.cpu_latency_ms(other_cell, model, example, tmp_path) == first  # same base: cached
+    assert len(timed) == 2
+    more = dataclasses.replace(spec, latency=LatencyConfig(repeats_b1=3, repeats_b64=1, warmup=0))
+    baselines.cpu_latency_ms(more, model, example, tmp_path)  # other passes: measured anew
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        baselines.cpu_latency_ms(spec, model, example, tmp_path)  # other thread count: measured anew
+    finally:
+        torch.set_num_threads(threads)
+    assert len(timed) == 6 and len(list((tmp_path / "baselines").glob("*.latency-*.json"))) == 3

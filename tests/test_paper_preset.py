@@ -1,7 +1,7 @@
 """Paper preset sanity on CPU: every model and method of configs/paper.yaml runs end to end.
 
-The grid is configs/paper.yaml as loaded, shrunk in code (tiny subsets, one epoch, batch 32, one
-seed, its largest target), so the test follows the preset as it changes. Each (dataset, model)
+The grid is configs/paper.yaml as loaded, shrunk in code (16 train / val / test images, one epoch,
+batch 16, one seed, its largest target, one latency pass), so the test follows the preset as it changes. Each (dataset, model)
 runs every method of the preset through the public grid API: base training, pruning (residual
 groups of ResNet-56 as the preset sets them, and once more with them coupled in), fine-tuning,
 measurement, MLflow. A path that breaks at paper scale breaks here, before it meets a GPU.
@@ -23,10 +23,14 @@ PAPER = config.load(REPO / "configs" / "paper.yaml")
 
 # Searches and samples cut to a few steps. Keys a method no longer declares are left out (the
 # methods' options are evolving), so the test keeps running the method, only slower.
-SMALL = {"rl_agent": {"samples": 2, "updates": 1, "eval_size": 16, "layer_finetune_epochs": 0},
-         "pls_vip": {"samples": 64, "batch_size": 32},
+SMALL = {"rl_agent": {"samples": 2, "updates": 1, "eval_size": 10, "layer_finetune_epochs": 0},
+         "pls_vip": {"samples": 16, "batch_size": 16},
          "feature_map": {"images": 16, "min_images": 4, "batch_size": 16},
-         "rls": {"epochs_before_prune": 1}}
+         "rls": {"epochs_before_prune": 1},
+         # k-means of VGG-16's 512-filter layers takes minutes on a CPU; tests/test_csgd.py and
+         # tests/test_resume.py run it, here the clusters only have to exist
+         "csgd": {"clustering": "even"}}
+SUBSET = 16  # train, val and test images (one batch): a forward and a backward through every layer is what is checked
 
 
 def _small_args(method: str, args: dict) -> dict:
@@ -44,12 +48,13 @@ def _small_args(method: str, args: dict) -> dict:
 def shrunk(entry: config.DatasetEntry, model: tuple, results: Path, data_dir: Path,
            include_coupled: bool | None = None) -> config.GridConfig:
     cfg = config.load(REPO / "configs" / "paper.yaml")
-    tiny = {"epochs": 1, "batch_size": 32}
-    cfg.datasets = [dataclasses.replace(entry, models=[model], train_subset=64, test_subset=32,
+    tiny = {"epochs": 1, "batch_size": 16}
+    cfg.datasets = [dataclasses.replace(entry, models=[model], train_subset=SUBSET, test_subset=SUBSET,
                                         pretrain=dataclasses.replace(entry.pretrain, **tiny),
                                         finetune=dataclasses.replace(entry.finetune, **tiny))]
     cfg.methods = {m: _small_args(m, a) for m, a in cfg.methods.items()}
-    cfg.seeds, cfg.targets, cfg.val_size = [0], [max(cfg.targets, key=lambda t: t[1])], 64
+    cfg.seeds, cfg.targets, cfg.val_size = [0], [max(cfg.targets, key=lambda t: t[1])], SUBSET
+    cfg.latency = config.LatencyConfig(repeats_b1=1, repeats_b64=1, warmup=0)
     if include_coupled is not None:
         cfg.pruning = dataclasses.replace(cfg.pruning, include_coupled=include_coupled)
     cfg.results_dir, cfg.data_dir = str(results), str(data_dir)
@@ -97,4 +102,4 @@ def test_the_preset_covers_vgg16_and_resnet56_and_shrinking_keeps_its_recipes(tm
     s = specs[0]
     assert (s.pretrain.lr, s.pretrain.schedule, s.finetune.lr) == (entry.pretrain.lr, entry.pretrain.schedule,
                                                                    entry.finetune.lr)
-    assert s.pretrain.epochs == s.finetune.epochs == 1 and s.train_subset == 64 and s.pruning == PAPER.pruning
+    assert s.pretrain.epochs == s.finetune.epochs == 1 and s.train_subset == SUBSET and s.pruning == PAPER.pruning
