@@ -139,16 +139,21 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def _grid_args(p: argparse.ArgumentParser, example: str) -> None:
+    """The config and the flags that narrow it, shared by `run` and `plan`."""
+    p.add_argument("config", help=f"grid YAML, e.g. {example}")
+    p.add_argument("--methods", type=_csv, help="comma list, narrows the config")
+    p.add_argument("--datasets", type=_csv, help="comma list, narrows the config")
+    p.add_argument("--seeds", type=_seeds, help="comma list of integers, replaces the config's")
+    p.add_argument("--targets", type=_csv, help="comma list such as macs:0.5,params:0.3")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description="prunebench: fair CNN pruning comparisons")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("methods", help="list registered pruning methods").set_defaults(fn=cmd_methods)
     r = sub.add_parser("run", help="run a grid config (finished cells are skipped)")
-    r.add_argument("config", help="grid YAML, e.g. configs/quick.yaml")
-    r.add_argument("--methods", type=_csv, help="comma list, narrows the config")
-    r.add_argument("--datasets", type=_csv, help="comma list, narrows the config")
-    r.add_argument("--seeds", type=_seeds, help="comma list of integers, replaces the config's")
-    r.add_argument("--targets", type=_csv, help="comma list such as macs:0.5,params:0.3")
+    _grid_args(r, "configs/quick.yaml")
     r.add_argument("--data-dir", help="folder with <dataset>.npz (default: BENCH_DATA or the config)")
     r.add_argument("--results-dir", help="where runs, checkpoints and the MLflow store go")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -160,11 +165,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--gpus-per-run", type=float, help="Ray: GPU share per cell, e.g. 0.25 runs 4 cells per GPU")
     r.set_defaults(fn=cmd_run)
     pl = sub.add_parser("plan", help="cells, bases, what is done and the estimated cost of the rest")
-    pl.add_argument("config", help="grid YAML, e.g. configs/paper.yaml")
-    pl.add_argument("--methods", type=_csv, help="comma list, narrows the config")
-    pl.add_argument("--datasets", type=_csv, help="comma list, narrows the config")
-    pl.add_argument("--seeds", type=_seeds, help="comma list of integers, replaces the config's")
-    pl.add_argument("--targets", type=_csv, help="comma list such as macs:0.5,params:0.3")
+    _grid_args(pl, "configs/paper.yaml")
     pl.add_argument("--results-dir", help="the store to check for finished cells (default: the config's)")
     pl.add_argument("--executor", choices=("local", "pool", "ray"), help="default: the config's, else local")
     pl.add_argument("--workers", type=int, help="parallel cells (default as for `run`)")

@@ -200,15 +200,21 @@ def _measured_batch(macs: int, batch: int, device: str) -> int:
     return batch if cheap else min(batch, SMALL_BATCH)
 
 
+def _training_setup(model: str, model_args: tuple, shape: tuple, batch: int, device: str):
+    """A fresh net in train mode and a synthetic batch at the size the probe times."""
+    net, cl, macs = _net(model, model_args, shape, device, None)
+    measured = _measured_batch(macs, batch, device)
+    x, y = _inputs(shape, measured, device)
+    x = x.contiguous(memory_format=torch.channels_last) if cl else x
+    net.train()
+    return net, macs, measured, x, y
+
+
 @functools.lru_cache(maxsize=None)
 def _probe(model: str, model_args: tuple, shape: tuple, batch: int, precision: str, device: str,
            steps: int, threads: int) -> Probe:
     with torch_threads(threads):
-        net, cl, macs = _net(model, model_args, shape, device, None)
-        measured = _measured_batch(macs, batch, device)
-        x, y = _inputs(shape, measured, device)
-        x = x.contiguous(memory_format=torch.channels_last) if cl else x
-        net.train()
+        net, macs, measured, x, y = _training_setup(model, model_args, shape, batch, device)
         step, = median_times([_step_fn(net, x, y, sgd(net, TrainConfig()), device, precision)], device, steps)
         net.eval()
         fwd, = median_times([_forward_fn(net, x, device, precision)], device, steps, warmup=1)
@@ -235,11 +241,7 @@ _RATIOS: dict[tuple, float] = {}
 
 def _ratio(model, model_args, shape, batch, device, threads, steps, make_optimizer) -> float:
     with torch_threads(threads):
-        net, cl, macs = _net(model, model_args, shape, device, None)
-        measured = _measured_batch(macs, batch, device)
-        x, y = _inputs(shape, measured, device)
-        x = x.contiguous(memory_format=torch.channels_last) if cl else x
-        net.train()
+        net, macs, measured, x, y = _training_setup(model, model_args, shape, batch, device)
         sgd_s, own_s = median_times([_step_fn(net, x, y, sgd(net, TrainConfig()), device, "fp32"),
                                      _step_fn(net, x, y, make_optimizer(net), device, "fp32")], device, steps)
     # timed at a smaller batch: the optimizer's extra work is per step, the SGD step's per image
