@@ -2,6 +2,7 @@
 environments share one install."""
 import configparser
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,4 +64,16 @@ def test_tox_quick_uses_the_test_environment_instead_of_installing_torch_again()
     assert ini["tox"]["env_list"].strip() == "py"
     assert ini["testenv:quick"]["env_dir"] == "{work_dir}{/}py"  # the default env `py` lives there
     assert "extras" not in ini["testenv:quick"]  # same install as [testenv]: tox never rebuilds it
-    assert ini["testenv"]["commands"].startswith('pytest -m ""')  # tox runs the slow tests too
+    assert ini["testenv"]["commands"].strip().endswith("pytest {posargs:-q}")  # tiers come from CI (conftest)
+
+
+def test_ci_runs_the_slow_tier_with_the_same_command():
+    """`tox` / `pytest` deselect the real-data tests; with CI set the same command collects them."""
+    def collected(ci: bool) -> str:
+        env = {k: v for k, v in os.environ.items() if k != "CI"} | ({"CI": "1"} if ci else {})
+        out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                              "tests/test_grid.py"], cwd=REPO, env=env, capture_output=True, text=True)
+        return out.stdout.strip().splitlines()[-1]
+    local, ci = collected(False), collected(True)  # every test of test_grid.py needs the real data
+    n = int(re.match(r"(\d+) tests? collected", ci).group(1))
+    assert local.startswith(f"no tests collected ({n} deselected)"), (local, ci)
