@@ -50,6 +50,9 @@ def cmd_run(args) -> int:
         counts = run_grid(cfg, executor=args.executor, workers=args.workers, progress=not args.no_progress,
                           address=args.ray_address, gpus_per_run=args.gpus_per_run, threads=args.threads)
     except KeyboardInterrupt as e:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # cells are recorded: a second Ctrl-C must not turn exit 130 into a crash
         # its own line: a progress bar may have been left mid-line
         print("\ninterrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
@@ -200,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)  # `kill` stops as cleanly as Ctrl-C
+    # Ctrl-C / SIGINT interrupt cleanly even when a launching shell left SIGINT ignored (`cmd &` in a script)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = parser().parse_args(argv)
     try:
         return args.fn(args)

@@ -248,12 +248,15 @@ def test_interrupt_stops_the_grid_at_once_and_leaves_no_cell_running(tmp_path, d
         sent.append(time.time())
         os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C, or SIGTERM through the CLI, does to the main process
 
+    # SIGINT must raise KeyboardInterrupt here even if the test runner was started with it ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=interrupt_once_a_cell_sleeps, daemon=True).start()
     try:
         with pytest.raises(KeyboardInterrupt):
             run_grid(cfg, executor=executor, workers=2, progress=False)
     finally:
         grid_over.set()
+        signal.signal(signal.SIGINT, previous)
         if executor == "ray":
             ray.shutdown()
     assert time.time() - sent[0] < 30  # before the fix, the pool ran every queued cell to its end first
