@@ -1,7 +1,7 @@
 """Shared fixtures: the real datasets folder, small real MNIST, and a Task without MLflow.
 
 Tests that need the real datasets are marked `slow`: a plain `pytest` or `tox` runs the rest in
-minutes; with `CI` set (`.ci/run` sets it) the same commands run everything. Where the datasets are not found they are fetched once into the
+minutes; with `CI` set the same commands run everything. Where the datasets are not found they are fetched once into the
 user cache, unless BENCH_OFFLINE=1; with `CI` set, a test that still has no data fails, so a CI
 run can never pass by skipping the integration layer.
 """
