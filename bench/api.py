@@ -15,7 +15,7 @@ import importlib
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, ClassVar, Iterable, Literal, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Literal, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -139,7 +139,7 @@ class Method:
         return 1.0
 
     @classmethod
-    def report_extras(cls, runs: "pandas.DataFrame", out_dir: "Path") -> list["Path"]:
+    def report_extras(cls, runs: Any, out_dir: Path) -> list[Path]:
         """Method-specific report files (figures, tables) from this method's finished runs: one row
         per run, stepped metrics in long form in `runs.attrs["curves"]`. Returns the files written
         under `out_dir`. Import pandas / matplotlib inside. Default: nothing."""

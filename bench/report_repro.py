@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from bench.report_load import target_label
-from bench.report_tables import md_escape, tex
+from bench.report_tables import tex
 
 @dataclass(frozen=True)
 class PaperResult:

@@ -142,7 +142,6 @@ def _row(run, exp_id: str) -> dict[str, Any]:
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
     row: dict[str, Any] = {
         "run_id": tags.get("run_id"), "status": tags.get("status"), "method": tags.get("method"),
-        "variant": tags.get("variant") or tags.get("method"),
         "dataset": tags.get("dataset"), "model": tags.get("model"),
         "seed": int(params.get("seed", tags.get("seed", -1))),
         "target_kind": params.get("target_kind"), "target": float(params.get("target", "nan")),
