@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bench import interrupts
 from bench.errors import BenchError, Terminated
 
 
@@ -49,10 +50,9 @@ def cmd_run(args) -> int:
     try:
         counts = run_grid(cfg, executor=args.executor, workers=args.workers, progress=not args.no_progress,
                           address=args.ray_address, gpus_per_run=args.gpus_per_run, threads=args.threads)
+        interrupts.raise_pending()  # one that something swallowed still ends the command as interrupted
     except KeyboardInterrupt as e:
-        import signal
-
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # cells are recorded: a second Ctrl-C must not turn exit 130 into a crash
+        interrupts.handled()
         # its own line: a progress bar may have been left mid-line
         print("\ninterrupted: finished cells are saved; run the same command again to resume", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
@@ -195,16 +195,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _sigterm_to_interrupt(signum, frame):
-    raise Terminated
-
-
 def main(argv: list[str] | None = None) -> int:
-    import signal
-
-    signal.signal(signal.SIGTERM, _sigterm_to_interrupt)  # `kill` stops as cleanly as Ctrl-C
-    # Ctrl-C / SIGINT interrupt cleanly even when a launching shell left SIGINT ignored (`cmd &` in a script)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupts.install()  # `kill` stops as cleanly as Ctrl-C, and neither can be lost
     args = parser().parse_args(argv)
     try:
         return args.fn(args)

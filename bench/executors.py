@@ -21,6 +21,7 @@ from typing import Iterator, Sequence
 
 from bench.config import RunSpec
 from bench.errors import ConfigError
+from bench.interrupts import raise_pending
 
 EXECUTORS = ("local", "pool", "ray")
 # what each executor accepts under `executor:` (workers and threads are the grid's, the rest its own)
@@ -93,6 +94,7 @@ class LocalExecutor(Executor):
 
     def run(self, jobs: Sequence[CellJob]) -> Iterator[tuple[CellJob, str]]:
         for job in jobs:
+            raise_pending()
             yield job, run_cell(job)
 
 

@@ -142,6 +142,24 @@ class JournalLogger:
         self._record(("param", key, str(value), None))
 
 
+class StagedReferences(dict):
+    """`Task.references` that survive a kill: each model is written to the stage when the method
+    hands it over (RLS does so mid-training, in an epoch a resumed run restores rather than
+    repeats), and a rerun starts with the ones already written."""
+
+    def __init__(self, stage: Path):
+        super().__init__()
+        self.stage = stage
+        for path in sorted(stage.glob("reference-*.pt")):
+            super().__setitem__(path.stem.removeprefix("reference-"), torch.load(path, weights_only=False))
+
+    def __setitem__(self, key: str, model: nn.Module) -> None:
+        path = self.stage / f"reference-{key}.pt"
+        torch.save(model, path.with_suffix(".tmp"))
+        os.replace(path.with_suffix(".tmp"), path)
+        super().__setitem__(key, model)
+
+
 def _trainer(spec: RunSpec, data: Data, device: str, log: RunLogger, progress: bool, stage: Path):
     """Task.train: the fine-tune recipe (or the pretrain recipe for methods that start from scratch).
 
@@ -220,12 +238,13 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
     trainer = _trainer(spec, visible, device, log, progress, stage)
     task = Task(spec=spec, data=visible, device=device, example=example,
                 logger=JournalLogger(log, stage / "journal.jsonl"), trainer=trainer, target=target)
+    task.references = StagedReferences(stage)
 
     staged = stage / "pruned_before_finetune.pt"
     if staged.exists():  # resumed: the pruning phase of a killed run already finished
         state = torch.load(staged, weights_only=False, map_location=device)
         pruned, prune_time = state["model"], state["prune_time_s"]
-        task.images_seen, task.references = state.get("images_seen", 0), state.get("references", {})
+        task.images_seen = state.get("images_seen", 0)
         for name, history in state["curves"]:
             log.curve(name, history)
     else:
@@ -241,7 +260,7 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
         prune_time = time.perf_counter() - t0 + trainer.resumed_s
         tmp = staged.with_suffix(".tmp")
         torch.save({"model": pruned, "prune_time_s": prune_time, "curves": trainer.curves,
-                    "images_seen": task.images_seen, "references": task.references}, tmp)
+                    "images_seen": task.images_seen}, tmp)
         os.replace(tmp, staged)
     pruned.to(device)
     acc_pruned = evaluate(pruned, data.test, data.info, device=device)[1]

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from bench.config import TrainConfig
 from bench.datasets import Data, DatasetInfo, Split, batches
 from bench.errors import DivergenceError
+from bench.interrupts import raise_pending
 
 
 @dataclass
@@ -192,6 +193,7 @@ def evaluate(model: nn.Module, split: Split, info: DatasetInfo, *, device: str =
         total_loss += float(fn(out, y)) * len(y)
         correct += int((out.argmax(1) == y).sum())
         n += len(y)
+        raise_pending()
     model.train(was)
     return total_loss / max(n, 1), correct / max(n, 1)
 
@@ -280,6 +282,7 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, *, seed: int, epochs: in
             ctx.step += 1
             bar.update(1)
             _maybe_kill_self(desc)
+            raise_pending()
             if ctx.step % 20 == 0:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{running / seen:.3f}")
         val_loss, val_acc = evaluate(ctx.model, data.val, data.info, device=device, loss=loss, precision=cfg.precision)

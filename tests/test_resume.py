@@ -101,12 +101,12 @@ def test_kill_9_mid_phase_then_rerun_equals_an_uninterrupted_run(reference, tmp_
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert list(Tracker(tmp_path).runs_frame("tiny").status) == ["running"]  # what kill -9 leaves
     assert list(tmp_path.glob("**/*.ckpt"))  # the phase had written an epoch checkpoint
+    phase_time, ckpts = ("finetune_time_s", "finetune.ckpt") if "finetune" in phase else ("prune_time_s", "train*.ckpt")
+    before_kill = sum(torch.load(p, weights_only=False)["seconds"] for p in tmp_path.glob(f"runs/*/stage-*/{ckpts}"))
     env.pop("BENCH_TEST_SIGKILL_AT")
     rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     row, ref_row = assert_same_run(tmp_path, reference, method)  # every cell exactly once, same record
-    # time spent before the kill counts: training time is not that of the rerun alone
-    phase_time = "finetune_time_s" if "finetune" in phase else "prune_time_s"
-    if phase != "pretrain":
-        assert row[phase_time] > 0.4 * ref_row[phase_time]
+    if phase != "pretrain":  # training time from before the kill counts, not only the rerun's
+        assert before_kill > 0 and row[phase_time] > before_kill
     assert not list(tmp_path.glob("runs/*/stage-*"))  # a done cell leaves no stage behind

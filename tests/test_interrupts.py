@@ -1,0 +1,58 @@
+"""An interrupt that something swallowed (a finalizer, a library's catch-all) is raised again."""
+import os
+import signal
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from bench import interrupts
+from bench.config import TrainConfig
+from bench.datasets import Data, DatasetInfo, Split
+from bench.errors import Terminated
+from bench.training import evaluate, fit
+
+
+def tiny_data() -> Data:
+    gen = torch.Generator().manual_seed(0)
+    split = Split(torch.randint(0, 256, (64, 1, 4, 4), dtype=torch.uint8, generator=gen),
+                  torch.randint(0, 2, (64,), generator=gen))
+    return Data(DatasetInfo("noise", (1, 4, 4), (0.5,), (0.25,), 0, False), split, split, None)
+
+
+@pytest.fixture
+def installed():
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    interrupts.install()
+    yield
+    interrupts.handled()
+    for s, h in previous.items():
+        signal.signal(s, h)
+
+
+def swallow(sig) -> None:
+    """Deliver `sig` to this process and drop the exception, as a `__del__` would."""
+    try:
+        os.kill(os.getpid(), sig)
+        time.sleep(5)  # the handler raises long before this ends
+    except KeyboardInterrupt:
+        pass
+
+
+@pytest.mark.parametrize("sig, exc", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)])
+def test_a_swallowed_interrupt_stops_the_next_training_and_evaluation_batch(installed, sig, exc):
+    data = tiny_data()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    swallow(sig)
+    with pytest.raises(exc):
+        fit(model, data, TrainConfig(epochs=1, lr=0.1, batch_size=16, augment=False), seed=0, device="cpu")
+    with pytest.raises(exc):
+        evaluate(model, data.val, data.info, device="cpu")
+
+
+def test_once_handled_the_interrupt_is_not_raised_again(installed):
+    swallow(signal.SIGINT)
+    interrupts.handled()
+    interrupts.raise_pending()  # nothing left to raise
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
