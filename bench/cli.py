@@ -188,8 +188,9 @@ def parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="tables, figures and index.md from the MLflow runs")
     rp.add_argument("--experiment", help="only this experiment (default: all)")
     rp.add_argument("--out", help="output folder (default: reports/<experiment> or reports/all)")
-    rp.add_argument("--reference", default="magnitude",
-                    help="variant the others are compared with, paired over seeds (default: magnitude)")
+    rp.add_argument("--reference",
+                    help="variant the others are compared with, paired over seeds (default: the grid "
+                         "config's `reference:`, else magnitude)")
     rp.add_argument("--results-dir", default="results")
     rp.set_defaults(fn=cmd_report)
     return p

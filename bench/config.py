@@ -155,6 +155,8 @@ class GridConfig:
     results_dir: str = "results"
     executor: dict = field(default_factory=dict)
     latency: LatencyConfig = LatencyConfig()
+    # the variant the report compares every other with, paired over seeds (an experiment tag in MLflow)
+    reference: str = "magnitude"
     # variant key -> its method's pruning_defaults overridden by its own `pruning:` (applied over `pruning`)
     method_pruning: dict[str, dict] = field(default_factory=dict)
 
@@ -315,7 +317,7 @@ def _as_list(v: Any, where: str) -> list:
 
 
 GRID_FIELDS = ("name", "methods", "datasets", "seeds", "targets", "pruning", "val_size",
-               "data_dir", "results_dir", "executor", "latency")
+               "data_dir", "results_dir", "executor", "latency", "reference")
 
 
 def from_dict(raw: dict, name: str = "grid") -> GridConfig:
@@ -370,9 +372,13 @@ def from_dict(raw: dict, name: str = "grid") -> GridConfig:
     if not isinstance(executor, dict):
         raise ConfigError("executor: expected a mapping such as {kind: local}")
     latency = _check_latency(_build(LatencyConfig, raw.get("latency"), "latency"))
+    reference = raw.get("reference", "magnitude")
+    if "reference" in raw and reference not in methods:
+        raise ConfigError(f"reference: {reference!r} is not a method of this grid; allowed: {', '.join(methods)}")
     return GridConfig(name=str(raw.get("name", name)), methods=methods, datasets=datasets, seeds=seeds,
                       targets=targets, pruning=pruning, method_pruning=method_pruning, val_size=val_size, data_dir=raw.get("data_dir"),
-                      results_dir=str(raw.get("results_dir", "results")), executor=executor, latency=latency)
+                      results_dir=str(raw.get("results_dir", "results")), executor=executor, latency=latency,
+                      reference=reference)
 
 
 def load(path: str | Path) -> GridConfig:

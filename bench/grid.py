@@ -92,6 +92,7 @@ def run_grid(cfg: GridConfig, *, executor: str | None = None, workers: int | Non
 
 def _run(cfg: GridConfig, specs: list, runner, data_dir: str, threads: int, kind: str, progress: bool) -> Counter:
     tracker = Tracker(cfg.results_dir)
+    tracker.set_reference(cfg.name, cfg.reference)
     counts: Counter = Counter()
     todo = []
     for spec in specs:

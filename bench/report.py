@@ -50,10 +50,11 @@ def method_extras(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[P
 
 def build_report(results_dir: str | os.PathLike = "results", experiment: str | None = None,
                  out: str | os.PathLike | None = None, uri: str | None = None,
-                 reference: str = "magnitude") -> ReportFiles:
+                 reference: str | None = None) -> ReportFiles:
     """Read the runs, write tables (CSV/MD/TeX), figures (PNG/PDF) and index.md into `out`.
 
-    `reference`: the variant every other is compared with, paired over seeds."""
+    `reference`: the variant every other is compared with, paired over seeds; by default the one
+    the grid's config named (`reference:`, kept as an experiment tag), else magnitude."""
     from bench import report_figures as rf
     from bench import report_figures_stats as rfs
     from bench.tracking import Tracker, may_hold_runs
@@ -65,6 +66,7 @@ def build_report(results_dir: str | os.PathLike = "results", experiment: str | N
     if experiment and tracker.client.get_experiment_by_name(experiment) is None:
         names = sorted(e.name for e in tracker.client.search_experiments())
         raise BenchError(f"experiment '{experiment}' not found at {tracker.uri}; there: {fmt_list(names)}")
+    reference = reference or tracker.reference(experiment) or "magnitude"
     runs = load_runs(tracker, experiment)
     if runs.empty:
         raise BenchError(f"no runs found at {tracker.uri}" + (f" in experiment '{experiment}'" if experiment else "")

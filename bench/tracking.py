@@ -111,6 +111,16 @@ class Tracker:
         logger.params(spec.flat_params())
         return logger
 
+    def set_reference(self, experiment: str, reference: str) -> None:
+        """The grid's `reference` variant, kept with the experiment so its report compares against it."""
+        self.client.set_experiment_tag(self.experiment_id(experiment), "reference", reference)
+
+    def reference(self, experiment: str | None) -> str | None:
+        """The reference the grid(s) of `experiment` (all experiments: None) recorded, if they agree."""
+        exps = [self.client.get_experiment_by_name(experiment)] if experiment else self.client.search_experiments()
+        refs = {e.tags.get("reference") for e in exps if e is not None} - {None}
+        return refs.pop() if len(refs) == 1 else None
+
     def runs_frame(self, experiment: str | None = None) -> pd.DataFrame:
         """One row per live run: the RESULT_COLUMNS first, then every other metric."""
         import pandas as pd  # on use: pool workers never need it, and it costs their start-up

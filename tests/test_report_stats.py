@@ -215,3 +215,35 @@ def test_tables_mark_budget_fallback_and_show_both_delta_references(ablation_rep
     assert csv.loc["feature_map", "fallback_majority"] == 0
     tex = (ablation_report / "tables" / "abl_mnist_lenet5.tex").read_text()
     assert r"feature\_map@activation$^\dagger$" in tex and r"\textsuperscript{!}" in tex
+
+
+# -- the reference as a grid setting ---------------------------------------------------------------
+def test_report_compares_with_the_reference_the_grid_recorded(tmp_path):
+    tracker = Tracker(tmp_path / "results")
+    exp = tracker.experiment_id("syn")
+    for variant in ("magnitude", "better", "noisy"):
+        for s in SEEDS:
+            log_run(tracker.client, exp, variant, variant, s, 0.5, metrics_of(variant, s, 0.5))
+    tracker.set_reference("syn", "noisy")  # what `reference: noisy` in the grid's config leaves
+    assert cli.main(["report", "--results-dir", str(tmp_path / "results"), "--experiment", "syn",
+                     "--out", str(tmp_path / "out")]) == 0
+    paired = pd.read_csv(tmp_path / "out" / "tables" / "paired.csv")
+    assert set(paired["reference"]) == {"noisy"} and set(paired["variant"]) == {"magnitude", "better"}
+    assert cli.main(["report", "--results-dir", str(tmp_path / "results"), "--experiment", "syn",
+                     "--out", str(tmp_path / "out2"), "--reference", "magnitude"]) == 0  # the flag wins
+    assert set(pd.read_csv(tmp_path / "out2" / "tables" / "paired.csv")["reference"]) == {"magnitude"}
+
+
+def test_a_grid_run_records_its_reference_and_an_unknown_one_is_refused(tmp_path):
+    from bench import config
+    from bench.errors import ConfigError
+    from bench.grid import run_grid
+
+    raw = {"name": "g", "methods": {"magnitude": {}, "random": {}}, "reference": "random",
+           "datasets": {"mnist": {"models": ["lenet5"]}}, "data_dir": str(tmp_path / "no-data"),
+           "results_dir": str(tmp_path / "r")}
+    counts = run_grid(config.from_dict(raw), progress=False)  # no data: both cells end skipped at once
+    assert counts == {"skipped": 2}
+    assert Tracker(tmp_path / "r").reference("g") == "random"
+    with pytest.raises(ConfigError, match=r"^reference: 'nope' is not a method of this grid; allowed: magnitude, random$"):
+        config.from_dict({**raw, "reference": "nope"})
