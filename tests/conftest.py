@@ -72,6 +72,20 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
+def noise_mnist() -> Data:
+    """Random images in MNIST's shape and normalisation: for tests that need data of the right
+    shape (training mechanics, scores' arithmetic), not real digits, so they run without the files."""
+    from bench.datasets import DATASETS, Split
+
+    gen = torch.Generator().manual_seed(0)
+
+    def split(n: int) -> Split:
+        return Split(torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen),
+                     torch.randint(0, 10, (n,), generator=gen))
+    return Data(DATASETS["mnist"], split(1024), split(256), split(256))
+
+
+@pytest.fixture(scope="session")
 def mnist_small(data_dir) -> Data:
     """Real MNIST: 6000 train, 1000 val, 2000 test images."""
     return load("mnist", data_dir, val_size=1000, train_subset=6000, test_subset=2000)

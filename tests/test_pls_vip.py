@@ -153,10 +153,10 @@ def test_score_on_real_lenet(mnist_small, task_for, trained_lenet):
     assert list(paper) == ["features.0"]  # no linear units, never the last conv
 
 
-def test_global_threshold_removes_by_raw_vip_under_global_ranking(mnist_small):
+def test_global_threshold_removes_by_raw_vip_under_global_ranking(noise_mnist):
     """With `ranking: global` the driver must remove channels by one network-wide VIP threshold."""
     model = build("lenet5", 1, 28)
-    example = normalize(mnist_small.train.x[:2], mnist_small.info)
+    example = normalize(noise_mnist.train.x[:2], noise_mnist.info)
     units = find_units(model, example)
     gen = torch.Generator().manual_seed(0)
     # One unit with uniformly low VIPs: the paper's threshold empties it first; per-unit
@@ -188,8 +188,8 @@ def test_global_threshold_removes_by_raw_vip_under_global_ranking(mnist_small):
         plan_keep(model, example, raw, target, per_layer).keep
 
 
-def test_coupled_units_get_group_scores(mnist_small, task_for):
-    task = task_for(mnist_small, method="pls_vip", model="resnet20",
+def test_coupled_units_get_group_scores(noise_mnist, task_for):
+    task = task_for(noise_mnist, method="pls_vip", model="resnet20",
                     pruning=PruningConfig(include_coupled=True))
     model = build("resnet20", 1, 28, width=0.25)
     units = task.units(model)

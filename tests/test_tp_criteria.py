@@ -30,8 +30,8 @@ def model_for(name: str) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("arch", ["lenet5", "resnet20"])
-def test_l1_of_the_members_outputs_is_magnitudes_score(mnist_small, arch):
-    task = make_task(mnist_small, model=arch, pruning=PruningConfig(include_coupled=True))
+def test_l1_of_the_members_outputs_is_magnitudes_score(noise_mnist, arch):
+    task = make_task(noise_mnist, model=arch, pruning=PruningConfig(include_coupled=True))
     model = model_for(arch)
     expected = Magnitude(strategy="independent").score(model, task)  # greedy's first pass is this too
     got = TpL1(scope="outputs", reduction="sum").score(model, task)
@@ -40,8 +40,8 @@ def test_l1_of_the_members_outputs_is_magnitudes_score(mnist_small, arch):
         close(got[name], expected[name])
 
 
-def test_group_scope_averages_the_filter_and_the_consumers_input_slice(mnist_small):
-    task = make_task(mnist_small)
+def test_group_scope_averages_the_filter_and_the_consumers_input_slice(noise_mnist):
+    task = make_task(noise_mnist)
     model = model_for("lenet5")
     w = {n: m.weight.detach().abs().double() for n, m in model.named_modules() if hasattr(m, "weight")}
     s = TpL1().score(model, task)  # default: scope group, reduction mean, over 2 items per unit here
@@ -53,9 +53,9 @@ def test_group_scope_averages_the_filter_and_the_consumers_input_slice(mnist_sma
     close(l2, w["classifier.3"].pow(2).sum(1))
 
 
-def test_bn_scale_is_gamma_and_a_model_without_bn_fails_naming_the_unit(mnist_small):
+def test_bn_scale_is_gamma_and_a_model_without_bn_fails_naming_the_unit(noise_mnist):
     model = model_for("vgg")
-    task = make_task(mnist_small, model="vgg")
+    task = make_task(noise_mnist, model="vgg")
     mods = dict(model.named_modules())
     with torch.no_grad():
         for m in mods.values():
@@ -65,11 +65,11 @@ def test_bn_scale_is_gamma_and_a_model_without_bn_fails_naming_the_unit(mnist_sm
     assert s["features.0"].tolist() == mods["features.1"].weight.detach().abs().double().tolist()
     assert s["classifier.1"].tolist() == mods["classifier.2"].weight.detach().abs().double().tolist()
     with pytest.raises(ValueError, match="tp_bn_scale: unit 'features.0' has no BatchNorm to score"):
-        TpBNScale().score(model_for("lenet5"), make_task(mnist_small))
+        TpBNScale().score(model_for("lenet5"), make_task(noise_mnist))
 
 
-def test_taylor_uses_gradients_of_seeded_train_batches_and_leaves_the_model_unchanged(mnist_small):
-    task = make_task(mnist_small)
+def test_taylor_uses_gradients_of_seeded_train_batches_and_leaves_the_model_unchanged(noise_mnist):
+    task = make_task(noise_mnist)
     model = model_for("lenet5")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     got = TpTaylor(scope="outputs", batches=2, batch_size=32).score(model, task)
@@ -84,8 +84,8 @@ def test_taylor_uses_gradients_of_seeded_train_batches_and_leaves_the_model_unch
         == got["features.3"].tolist()
 
 
-def test_lamp_keeps_l2s_order_inside_a_unit_on_one_scale_across_units(mnist_small):
-    task = make_task(mnist_small)
+def test_lamp_keeps_l2s_order_inside_a_unit_on_one_scale_across_units(noise_mnist):
+    task = make_task(noise_mnist)
     model = model_for("lenet5")
     lamp, l2 = TpLAMP().score(model, task), TpL2().score(model, task)
     for name in lamp:
@@ -94,8 +94,8 @@ def test_lamp_keeps_l2s_order_inside_a_unit_on_one_scale_across_units(mnist_smal
     assert TpLAMP.comparable_scores and TpLAMP.pruning_defaults == {"ranking": "global"}
 
 
-def test_units_and_scores_work_under_no_grad(mnist_small):
-    task = make_task(mnist_small)
+def test_units_and_scores_work_under_no_grad(noise_mnist):
+    task = make_task(noise_mnist)
     model = model_for("lenet5")
     with torch.no_grad():  # tp traces through autograd; the harness turns it back on for the trace
         assert list(task.units(model)) == ["features.0", "features.3", "classifier.1", "classifier.3"]

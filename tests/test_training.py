@@ -1,4 +1,5 @@
-"""The training loop: learns real MNIST, detects divergence, runs hooks, resumes from a checkpoint."""
+"""The training loop: learns real MNIST, detects divergence, runs hooks, resumes from a checkpoint
+(the mechanics on random MNIST-shaped images: they need no real digits)."""
 import pytest
 import torch
 
@@ -24,9 +25,9 @@ def test_short_mnist_training_beats_95_percent(mnist_small):
     assert result.history[-1]["val_acc"] > result.history[0]["val_acc"] - 0.01
 
 
-def test_nan_loss_fails_the_run_with_the_reason(mnist_small):
+def test_nan_loss_fails_the_run_with_the_reason(noise_mnist):
     with pytest.raises(DivergenceError, match="loss became (nan|inf).*lower the learning rate"):
-        fit(lenet(), mnist_small, TrainConfig(epochs=1, lr=1e6, momentum=0.0, batch_size=64, augment=False),
+        fit(lenet(), noise_mnist, TrainConfig(epochs=1, lr=1e6, momentum=0.0, batch_size=64, augment=False),
             seed=0, device="cpu", progress=False)
 
 
@@ -50,29 +51,29 @@ class Recorder(Hook):
         self.events.append("end")
 
 
-def test_hooks_can_alter_the_step_and_stop_training(mnist_small):
+def test_hooks_can_alter_the_step_and_stop_training(noise_mnist):
     m = lenet()
     before = m.features[0].weight.detach().clone()
     hook = Recorder()
     cfg = TrainConfig(epochs=3, lr=0.05, momentum=0.0, weight_decay=0.0, batch_size=256, augment=False)
-    result = fit(m, mnist_small, cfg, seed=0, hooks=[hook], device="cpu", progress=False)
+    result = fit(m, noise_mnist, cfg, seed=0, hooks=[hook], device="cpu", progress=False)
     assert hook.events[0] == "start" and hook.events[-2:] == ["epoch0", "end"] and "grads" in hook.events
     assert len(result.history) == 1  # ctx.stop honoured
     torch.testing.assert_close(result.model.features[0].weight, before)
 
 
-def test_checkpoint_resumes_where_a_killed_run_stopped(mnist_small, tmp_path):
+def test_checkpoint_resumes_where_a_killed_run_stopped(noise_mnist, tmp_path):
     cfg = TrainConfig(epochs=2, lr=0.05, batch_size=128, augment=False)
-    full = fit(lenet(), mnist_small, cfg, seed=0, device="cpu", progress=False)
+    full = fit(lenet(), noise_mnist, cfg, seed=0, device="cpu", progress=False)
     ckpt = tmp_path / "ft.ckpt"
 
     class Kill(Hook):
         def on_epoch_end(self, ctx):
             if ctx.epoch == 0:
                 ctx.stop = True  # the checkpoint after epoch 1 is written, then the "kill"
-    fit(lenet(), mnist_small, cfg, seed=0, hooks=[Kill()], device="cpu", progress=False, checkpoint=ckpt)
+    fit(lenet(), noise_mnist, cfg, seed=0, hooks=[Kill()], device="cpu", progress=False, checkpoint=ckpt)
     assert ckpt.exists()
-    resumed = fit(lenet(), mnist_small, cfg, seed=0, device="cpu", progress=False, checkpoint=ckpt)
+    resumed = fit(lenet(), noise_mnist, cfg, seed=0, device="cpu", progress=False, checkpoint=ckpt)
     assert resumed.history == full.history  # to the digit: every RNG and the optimizer state come back
     for a, b in zip(resumed.model.state_dict().values(), full.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
