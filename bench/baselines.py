@@ -23,7 +23,7 @@ from bench import models
 from bench.config import RunSpec
 from bench.datasets import Data
 from bench.measure import paired_latency_ms
-from bench.training import fit
+from bench.training import evaluate, fit
 
 
 def base_key(spec: RunSpec) -> str:
@@ -94,3 +94,19 @@ def cpu_latency_ms(spec: RunSpec, base: nn.Module, example: torch.Tensor, result
             tmp.write_text(json.dumps({"ms": ms, "key": json.loads(blob)}, indent=1))
             os.replace(tmp, path)
         return {int(b): v for b, v in json.loads(path.read_text())["ms"].items()}
+
+
+def accuracy_on_test(spec: RunSpec, base: nn.Module, data: Data, results_dir: str | os.PathLike, *, device: str) -> float:
+    """The base's top-1 test accuracy, evaluated once per base and test split and cached next to it.
+
+    Every cell of a base (methods x targets) reports this one number as `acc_base`; re-evaluating
+    it per cell cost a full pass over the test split each time (issue 19). The key holds the test
+    split's size, the one input besides the weights that changes it."""
+    path = base_path(spec, results_dir).with_suffix(f".acc-test{len(data.test.y)}.json")
+    with file_lock(path):
+        if not path.exists():
+            acc = evaluate(base, data.test, data.info, device=device)[1]
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"acc_test": acc, "images": len(data.test.y)}))
+            os.replace(tmp, path)
+        return float(json.loads(path.read_text())["acc_test"])

@@ -27,7 +27,7 @@ from bench.training import default_device
 
 # (train, test) images of the official splits; validation is held out of train
 SPLIT_SIZES = {"mnist": (60000, 10000), "cifar10": (50000, 10000), "svhn": (73257, 26032)}
-TEST_PASSES = (1, 2)               # test-set evaluations per cell: (base, pruned: before and after fine-tune)
+TEST_PASSES = 2                    # test passes of the pruned model per cell; the base's is cached per base
 VAL_PASSES = 2                     # validation evaluations of the pruned model (acc_val_pruned, acc_val_final)
 
 
@@ -138,7 +138,7 @@ def estimate_cell(spec: RunSpec, p_pre: Probe, p_ft: Probe, p_ft_pruned: Probe) 
         between, final = finetune_split(spec.finetune.epochs, spec.pruning.rounds)
         epochs = between * (spec.pruning.rounds - 1) + final
         train = epochs * epoch_s(spec, spec.finetune, p_ft_pruned, factor)
-    tests = test_size(spec) * (TEST_PASSES[0] * p_ft.forward_img_s + TEST_PASSES[1] * p_ft_pruned.forward_img_s)
+    tests = test_size(spec) * TEST_PASSES * p_ft_pruned.forward_img_s
     vals = spec.val_size * VAL_PASSES * p_ft_pruned.forward_img_s
     # the pruned model's passes; the base is timed once per base (baselines.cpu_latency_ms), not per cell
     latency = sum((reps + spec.latency.warmup) * (p_ft_pruned.forward_b1_s if b == 1 else b * p_ft_pruned.forward_img_s)

@@ -312,7 +312,7 @@ def measure_record(base: nn.Module, pruned: nn.Module, data: Data, example: torc
     torch.save(pruned.cpu(), workdir / "pruned_model.pt")
     pruned.to(device)
     record = {
-        "acc_base": evaluate(base, data.test, data.info, device=device)[1],
+        "acc_base": baselines.accuracy_on_test(spec, base, data, results_dir, device=device),  # once per base
         "acc_pruned": acc_pruned,
         "acc_final": evaluate(pruned, data.test, data.info, device=device)[1],
         "acc_val_final": evaluate(pruned, data.val, data.info, device=device)[1],

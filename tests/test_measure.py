@@ -72,3 +72,35 @@ def test_base_cpu_latency_is_measured_once_per_base_and_latency_settings(tmp_pat
     finally:
         torch.set_num_threads(threads)
     assert len(timed) == 6 and len(list((tmp_path / "baselines").glob("*.latency-*.json"))) == 3
+
+
+def test_base_test_accuracy_is_evaluated_once_per_base_and_test_split(tmp_path, monkeypatch):
+    """Hand-made split: a 1x1 conv + flatten whose logit for class 0 is the pixel, so the images
+    with pixel 200 (3 of 4, labels 0) are right and the one with pixel 0 (label 1) ties -> class 0:
+    accuracy 3/4, evaluated once for every cell of the base, again for another test split size."""
+    from bench.datasets import Data, DatasetInfo, Split
+
+    calls = []
+    real = baselines.evaluate
+
+    def counting(*a, **kw):
+        calls.append(1)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(baselines, "evaluate", counting)
+    info = DatasetInfo("mnist", (1, 1, 1), (0.0,), (1.0,), 0, False)
+    x = torch.tensor([200, 200, 200, 0], dtype=torch.uint8).reshape(4, 1, 1, 1)
+    test = Split(x, torch.tensor([0, 0, 0, 1]))
+    data = Data(info, test, test, test)
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.Flatten())
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([1.0, 0.0]).reshape(2, 1, 1, 1))
+        model[0].bias.zero_()
+    spec = RunSpec(method="magnitude", dataset="mnist", model="lenet5", seed=0, target_kind="macs", target=0.5)
+    assert baselines.accuracy_on_test(spec, model, data, tmp_path, device="cpu") == 0.75
+    other_cell = dataclasses.replace(spec, method="random", variant="random", target=0.3)
+    assert baselines.accuracy_on_test(other_cell, model, data, tmp_path, device="cpu") == 0.75
+    assert len(calls) == 1
+    fewer = Data(info, test, test, Split(x[:3], test.y[:3]))
+    assert baselines.accuracy_on_test(spec, model, fewer, tmp_path, device="cpu") == 1.0
+    assert len(calls) == 2
