@@ -61,6 +61,8 @@ def main() -> None:
         cfg = variant_config(name, args.results_dir)
         run_grid(cfg, progress=False)
         r = Tracker(args.results_dir).runs_frame(cfg.name).iloc[0]
+        if r.status != "done":  # e.g. skipped for want of data: say why instead of a row of dashes
+            print(f"{name}: {r.status}: {r.get('error', '')}", file=sys.stderr, flush=True)
         pruned = Path(args.results_dir, "runs", r.run_id, "pruned_model.pt")
         widths = ""
         if pruned.exists():
