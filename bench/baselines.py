@@ -96,7 +96,8 @@ def cpu_latency_ms(spec: RunSpec, base: nn.Module, example: torch.Tensor, result
         return {int(b): v for b, v in json.loads(path.read_text())["ms"].items()}
 
 
-def accuracy_on_test(spec: RunSpec, base: nn.Module, data: Data, results_dir: str | os.PathLike, *, device: str) -> float:
+def accuracy_on_test(spec: RunSpec, base: nn.Module, data: Data, results_dir: str | os.PathLike, *,
+                     device: str) -> float:
     """The base's top-1 test accuracy, evaluated once per base and test split and cached next to it.
 
     Every cell of a base (methods x targets) reports this one number as `acc_base`; re-evaluating
