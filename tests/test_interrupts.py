@@ -56,3 +56,16 @@ def test_once_handled_the_interrupt_is_not_raised_again(installed):
     interrupts.handled()
     interrupts.raise_pending()  # nothing left to raise
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_an_interrupted_exit_leaves_no_semaphore_behind():
+    """A forkserver lock still alive when an interrupted `bench run` leaves: os._exit alone skipped
+    multiprocessing's exit hook, and the resource tracker reported the lock as leaked."""
+    import subprocess
+    import sys
+
+    script = ("import multiprocessing as mp; lock = mp.get_context('forkserver').Lock(); "
+              "from bench.interrupts import exit_now; exit_now(143)")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 143
+    assert "leaked semaphore" not in proc.stderr
