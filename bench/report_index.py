@@ -61,11 +61,12 @@ def verdict(paired: pd.DataFrame, rank: Ranking | None, reference: str) -> list[
             lines.append(f"- **{r['variant']} is {r['verdict']} than {reference}** on {_where(r)}: "
                          f"{r['mean_diff']:+.2f} pp (95 % CI [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]), "
                          f"p_Holm = {r['p_holm']:.3g}, n = {int(r['n'])}.")
-        for word in ("not distinguishable", "not testable"):
+        for word, lead in (("not distinguishable", "Not distinguishable from"), ("not testable", "Not testable against")):
             rest = paired[paired["verdict"].str.startswith(word)]
             for where, g in rest.groupby(["dataset", "model", "target_kind", "target"], sort=True):
-                items = ", ".join(f"{v} ({r})" for v, r in zip(g["variant"], g["verdict"].str.replace(word + " ", "")))
-                lines.append(f"- {word.capitalize()} from {reference} on {_where(g.iloc[0])}: {items}.")
+                why = g["verdict"].str.replace(word + " ", "").str.strip("()")  # "at n=3" / "n=1"
+                items = ", ".join(f"{v} ({r})" for v, r in zip(g["variant"], why))
+                lines.append(f"- {lead} {reference} on {_where(g.iloc[0])}: {items}.")
         if sig.empty:
             lines.append(f"- No variant differs significantly from {reference} in any cell.")
         lines.append("")

@@ -248,3 +248,18 @@ def test_a_grid_run_records_its_reference_and_an_unknown_one_is_refused(tmp_path
     assert Tracker(tmp_path / "r").reference("g") == "random"
     with pytest.raises(ConfigError, match=r"^reference: 'nope' is not a method of this grid; allowed: magnitude, random$"):
         config.from_dict({**raw, "reference": "nope"})
+
+
+def test_verdict_names_an_untestable_variant_with_its_n_once():
+    """A variant with one finished seed is 'not testable (n=1)': listed against the reference with
+    its n in one pair of parentheses (the partial curves report printed '((n=1))')."""
+    from bench.report_index import verdict
+
+    paired = pd.DataFrame([
+        {"dataset": "mnist", "model": "lenet5", "target_kind": "macs", "target": 0.3, "variant": "pls_vip",
+         "verdict": "not testable (n=1)"},
+        {"dataset": "mnist", "model": "lenet5", "target_kind": "macs", "target": 0.3, "variant": "rls",
+         "verdict": "not distinguishable at n=3"}])
+    lines = verdict(paired, None, "magnitude")
+    assert "- Not testable against magnitude on mnist / lenet5, MACs −30%: pls_vip (n=1)." in lines
+    assert "- Not distinguishable from magnitude on mnist / lenet5, MACs −30%: rls (at n=3)." in lines
