@@ -15,6 +15,7 @@ import os
 import socket
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -86,14 +87,12 @@ def cpu_latency_ms(spec: RunSpec, base: nn.Module, example: torch.Tensor, result
     blob = json.dumps({"latency": dataclasses.asdict(lat), "threads": torch.get_num_threads(),
                        "host": socket.gethostname(), "torch": torch.__version__}, sort_keys=True)
     path = base_path(spec, results_dir).with_suffix(f".latency-{hashlib.sha256(blob.encode()).hexdigest()[:12]}.json")
-    with file_lock(path):
-        if not path.exists():
-            ms = {b: paired_latency_ms([base], example, b, repeats=reps, warmup=lat.warmup)[0]
-                  for b, reps in lat.repeats().items()}
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"ms": ms, "key": json.loads(blob)}, indent=1))
-            os.replace(tmp, path)
-        return {int(b): v for b, v in json.loads(path.read_text())["ms"].items()}
+    def measure() -> dict:
+        ms = {b: paired_latency_ms([base], example, b, repeats=reps, warmup=lat.warmup)[0]
+              for b, reps in lat.repeats().items()}
+        return {"ms": ms, "key": json.loads(blob)}
+
+    return {int(b): v for b, v in cached_json(path, measure)["ms"].items()}
 
 
 def accuracy_on_test(spec: RunSpec, base: nn.Module, data: Data, results_dir: str | os.PathLike, *,
@@ -104,10 +103,17 @@ def accuracy_on_test(spec: RunSpec, base: nn.Module, data: Data, results_dir: st
     it per cell cost a full pass over the test split each time (issue 19). The key holds the test
     split's size, the one input besides the weights that changes it."""
     path = base_path(spec, results_dir).with_suffix(f".acc-test{len(data.test.y)}.json")
+    saved = cached_json(path, lambda: {"acc_test": evaluate(base, data.test, data.info, device=device)[1],
+                                       "images": len(data.test.y)})
+    return float(saved["acc_test"])
+
+
+def cached_json(path: Path, compute: Callable[[], dict]) -> dict:
+    """`path`'s JSON, computed and written first if missing. The lock makes concurrent workers wait
+    for one computation; the atomic replace means a kill never leaves a half-written file."""
     with file_lock(path):
         if not path.exists():
-            acc = evaluate(base, data.test, data.info, device=device)[1]
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"acc_test": acc, "images": len(data.test.y)}))
+            tmp.write_text(json.dumps(compute(), indent=1))
             os.replace(tmp, path)
-        return float(json.loads(path.read_text())["acc_test"])
+        return json.loads(path.read_text())

@@ -57,9 +57,7 @@ def exit_now(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     if "multiprocessing.util" in sys.modules:
-        import gc
         import multiprocessing.util
 
-        gc.collect()  # queues held only in reference cycles free their semaphores now
         multiprocessing.util._exit_function()  # the atexit hook: finalizers, then joins the children
     os._exit(code)
