@@ -7,6 +7,7 @@ import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter, MaxNLocator
 
 from bench.report_figures import BASE_COLOR, RC, Style, _grid, _legend
 from bench.report_load import SETTING
@@ -36,25 +37,30 @@ def pareto(table: pd.DataFrame, style: Style) -> Figure | None:
     costs = [c for c in PARETO_COSTS if f"front_{c}" in table]
     if table.empty or not costs:
         return None
-    groups = list(table.groupby(SETTING, sort=True))
-    fig, axes = _grid(len(groups) * len(costs), len(costs), 4.2, 3.4)
-    for i, (setting, g) in enumerate(groups):
-        for j, cost in enumerate(costs):
-            ax = axes[i * len(costs) + j]
-            ax.set_title(style.title(setting))
-            for variant, vg in g.groupby("variant"):
-                ax.plot(vg[cost], vg["acc_final_pct"], ls="none", marker=style.markers[variant], ms=6,
-                        color=style.colors[variant], label=variant)
-            front = g[g[f"front_{cost}"]].sort_values(cost)
-            ax.plot(front[cost], front["acc_final_pct"], drawstyle="steps-post", color=BASE_COLOR, lw=1, ls="--",
-                    label="Pareto front")
-            ax.plot(front[cost], front["acc_final_pct"], ls="none", marker="o", ms=11, mfc="none",
-                    mec=BASE_COLOR, mew=1.2, label="on the front")
-            ax.set_xlabel(PARETO_COSTS[cost])
-            ax.set_ylabel("final top-1 test accuracy (%)")
-            if np.nanmax(g[cost]) / max(np.nanmin(g[cost]), 1e-12) > 20:
-                ax.set_xscale("log")
-    _legend(fig, axes)
+    with mpl.rc_context(RC):  # the report's style, as every other figure
+        groups = list(table.groupby(SETTING, sort=True))
+        fig, axes = _grid(len(groups) * len(costs), len(costs), 4.2, 3.4)
+        for i, (setting, g) in enumerate(groups):
+            for j, cost in enumerate(costs):
+                ax = axes[i * len(costs) + j]
+                ax.set_title(style.title(setting))
+                for variant, vg in g.groupby("variant"):
+                    ax.plot(vg[cost], vg["acc_final_pct"], ls="none", marker=style.markers[variant], ms=6,
+                            color=style.colors[variant], label=variant)
+                front = g[g[f"front_{cost}"]].sort_values(cost)
+                ax.plot(front[cost], front["acc_final_pct"], drawstyle="steps-post", color=BASE_COLOR, lw=1, ls="--",
+                        label="Pareto front")
+                ax.plot(front[cost], front["acc_final_pct"], ls="none", marker="o", ms=11, mfc="none",
+                        mec=BASE_COLOR, mew=1.2, label="on the front")
+                ax.set_xlabel(PARETO_COSTS[cost])
+                ax.set_ylabel("final top-1 test accuracy (%)")
+                if np.nanmax(g[cost]) / max(np.nanmin(g[cost]), 1e-12) > 20:
+                    ax.set_xscale("log")
+                if cost == "macs_pruned":  # "150 k", not "150000", and few ticks: counts overlap on a narrow panel
+                    ax.xaxis.set_major_formatter(EngFormatter())
+                    if ax.get_xscale() == "linear":
+                        ax.xaxis.set_major_locator(MaxNLocator(5))
+        _legend(fig, axes)
     return fig
 
 

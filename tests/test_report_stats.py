@@ -263,3 +263,27 @@ def test_verdict_names_an_untestable_variant_with_its_n_once():
     lines = verdict(paired, None, "magnitude")
     assert "- Not testable against magnitude on mnist / lenet5, MACs −30%: pls_vip (n=1)." in lines
     assert "- Not distinguishable from magnitude on mnist / lenet5, MACs −30%: rls (at n=3)." in lines
+
+
+def test_pareto_macs_tick_labels_do_not_overlap(tmp_path):
+    """MNIST's pruned LeNet-5 has 1.2e5-3e5 MACs: plain tick labels ("125000", every 25 000) ran
+    into each other in the committed curves report."""
+    from bench.report_figures import Style, save
+    from bench.report_figures_stats import pareto
+
+    table = pd.DataFrame({"experiment": "e", "dataset": "mnist", "model": "lenet5",
+                          "variant": ["a", "b"] * 3, "target_kind": "macs", "target": [0.3, 0.3, 0.5, 0.5, 0.7, 0.7],
+                          "acc_final_pct": [99.0, 98.9, 98.8, 98.5, 98.0, 97.0],
+                          "macs_pruned": [297e3, 292e3, 214e3, 208e3, 126e3, 123e3],
+                          "latency_cpu_b1_pruned_ms": [0.2, 0.21, 0.19, 0.2, 0.18, 0.19]})
+    for cost in ("macs_pruned", "latency_cpu_b1_pruned_ms"):
+        table[f"front_{cost}"] = pareto_front(table[cost], table["acc_final_pct"])
+    fig = pareto(table, Style(colors={"a": "C0", "b": "C1"}, markers={"a": "o", "b": "s"}))
+    save(fig, tmp_path / "pareto")  # the report's rendering (style, 200 dpi); extents below are of it
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    shown = [tick.label1 for tick in ax.xaxis.get_major_ticks() if lo <= tick.get_loc() <= hi]
+    boxes = sorted((label.get_window_extent() for label in shown), key=lambda b: b.x0)
+    assert len(boxes) >= 2
+    gaps = [right.x0 - left.x1 for left, right in zip(boxes, boxes[1:])]
+    assert min(gaps) > 10, gaps  # pixels at 200 dpi between neighbouring labels
