@@ -111,8 +111,7 @@ def build_report(results_dir: str | os.PathLike = "results", experiment: str | N
 
     style = rf.Style.for_runs(runs)
     figures = rf.draw_all(runs, curves, widths, style)
-    stat_figs = {"cd_diagram": rfs.cd_diagram(rank, style), "pareto": rfs.pareto(front, style)}
-    figures.update({k: (f, rfs.CAPTIONS[k]) for k, f in stat_figs.items() if f is not None})
+    figures.update(rfs.draw_all(rank, front, style))
     fig_paths = []
     for name, (fig, _) in figures.items():
         fig_paths += rf.save(fig, out / "figures" / name)
