@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import importlib
 import inspect
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Literal, Mapping, Sequence
@@ -37,6 +38,9 @@ _LAZY = {
     "forward_seconds": "bench.probe", "unit_count": "bench.probe",  # pricing for `extra_cost_s`
     "pruned_time_share": "bench.probe", "step_ratio": "bench.probe",  # ... and `train_cost_factor`
 }
+
+
+CHECK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 def __getattr__(name: str) -> Any:
@@ -182,6 +186,7 @@ class Task:
         self._trainer = trainer
         self.images_seen = 0        # all training through this task: the budget is counted from it
         self.references: dict[str, nn.Module] = {}  # models the harness evaluates on test after the run
+        self.checks: dict[str, bool] = {}           # precondition name -> passed (see `check`)
 
     # -- budget ---------------------------------------------------------------------------------
     @property
@@ -313,6 +318,18 @@ class Task:
                          target or self.target, cfg, comparable)
 
     # -- logging --------------------------------------------------------------------------------
+    def check(self, name: str, value: float, passed: bool, rule: str) -> None:
+        """Record a precondition of the method's own protocol, checked on this run's outcome (e.g.
+        C-SGD: the merge was lossless). Logged as metrics `check.<name>` (the value) and
+        `check.<name>.passed` (0/1) and param `check.<name>.rule`; the run's `preconditions_met`
+        is 1 only if every check passed, and the report footnotes runs where one failed."""
+        if not CHECK_NAME.fullmatch(name):
+            raise ValueError(f"check name {name!r}: use letters, digits and underscores only")
+        self.checks[name] = bool(passed)
+        self.log_metric(f"check.{name}", float(value))
+        self.log_metric(f"check.{name}.passed", float(bool(passed)))
+        self.log_param(f"check.{name}.rule", rule)
+
     def log_metric(self, key: str, value: float, step: int | None = None) -> None:
         self._logger.metric(key, value, step)
 

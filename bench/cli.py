@@ -13,10 +13,16 @@ def _csv(text: str) -> list[str]:
 
 
 def _seeds(text: str) -> list[int]:
+    """`0,1,2` or `3-9` (inclusive) or both: `0,3-5`."""
     try:
-        return [int(s) for s in _csv(text)]
+        out = []
+        for part in _csv(text):
+            lo, dash, hi = part.partition("-")
+            out.extend(range(int(lo), int(hi) + 1) if dash and lo else [int(part)])
+        return out
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds takes integers separated by commas, e.g. 0,1; got '{text}'")
+        raise argparse.ArgumentTypeError(f"--seeds takes integers or ranges separated by commas, e.g. 0,1 or 3-9; "
+                                         f"got '{text}'")
 
 
 def cmd_methods(args) -> int:
@@ -147,7 +153,8 @@ def _grid_args(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument("config", help=f"grid YAML, e.g. {example}")
     p.add_argument("--methods", type=_csv, help="comma list, narrows the config")
     p.add_argument("--datasets", type=_csv, help="comma list, narrows the config")
-    p.add_argument("--seeds", type=_seeds, help="comma list of integers, replaces the config's")
+    p.add_argument("--seeds", type=_seeds, help="comma list of integers (or ranges 3-9): replaces the grid's seeds, "
+                   "narrows a dataset's or a target's own")
     p.add_argument("--targets", type=_csv, help="comma list such as macs:0.5,params:0.3")
 
 

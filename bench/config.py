@@ -140,6 +140,42 @@ class DatasetEntry:
     finetune: TrainConfig
     train_subset: int | None = None
     test_subset: int | None = None
+    # a dataset's own design, replacing the grid's: seeds, and targets each with optional seeds of
+    # its own (e.g. 10 seeds at the primary target, 3 at the secondary ones)
+    seeds: list[int] | None = None
+    targets: list[tuple[str, float, tuple[int, ...] | None]] | None = None
+
+    def cells(self, grid_targets: list[tuple[str, float]], grid_seeds: list[int]) -> list[tuple[str, float, list[int]]]:
+        """(kind, amount, seeds) of every target this dataset runs."""
+        seeds = self.seeds if self.seeds is not None else grid_seeds
+        targets = self.targets if self.targets is not None else [(k, a, None) for k, a in grid_targets]
+        return [(k, a, list(own) if own is not None else seeds) for k, a, own in targets]
+
+
+@dataclass(frozen=True)
+class Design:
+    """The pre-registered analysis (issue 27): per dataset one primary contrast against the grid's
+    reference, either one target (`macs:0.5`) or `mean` (each seed's mean over the targets), and
+    the equivalence margin in percentage points. Everything else the report shows is secondary."""
+
+    primary: tuple[tuple[str, str], ...] = ()   # (dataset, "mean" or "kind:amount"); missing -> "mean"
+    margin_pp: float = 0.5
+
+    def primary_of(self, dataset: str) -> str:
+        return dict(self.primary).get(dataset, "mean")
+
+    def to_json(self) -> str:
+        return json.dumps({"primary": dict(self.primary), "margin_pp": self.margin_pp}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "Design":
+        raw = json.loads(text) if text else {}
+        return cls(tuple(sorted(raw.get("primary", {}).items())), float(raw.get("margin_pp", 0.5)))
+
+
+def target_label(kind: str, amount: float) -> str:
+    """The one spelling of a target in configs, designs and reports: macs:0.5."""
+    return f"{kind}:{amount:g}"
 
 
 @dataclass
@@ -159,6 +195,7 @@ class GridConfig:
     reference: str = "magnitude"
     # variant key -> its method's pruning_defaults overridden by its own `pruning:` (applied over `pruning`)
     method_pruning: dict[str, dict] = field(default_factory=dict)
+    design: Design = Design()
 
     def expand(self) -> list[RunSpec]:
         """Every (method x dataset x model x target x seed) cell, in a stable order.
@@ -168,8 +205,8 @@ class GridConfig:
         specs = []
         for ds in self.datasets:
             for model, margs in ds.models:
-                for kind, amount in self.targets:
-                    for seed in self.seeds:
+                for kind, amount, seeds in ds.cells(self.targets, self.seeds):
+                    for seed in seeds:
                         for key, args in self.methods.items():
                             specs.append(RunSpec(
                                 method=plugin_name(key), variant=key, dataset=ds.name, model=model, seed=seed,
@@ -317,7 +354,8 @@ def _as_list(v: Any, where: str) -> list:
 
 
 GRID_FIELDS = ("name", "methods", "datasets", "seeds", "targets", "pruning", "val_size",
-               "data_dir", "results_dir", "executor", "latency", "reference")
+               "data_dir", "results_dir", "executor", "latency", "reference", "design")
+DATASET_FIELDS = ("models", "pretrain", "finetune", "train_subset", "test_subset", "seeds", "targets")
 
 
 def from_dict(raw: dict, name: str = "grid") -> GridConfig:
@@ -351,19 +389,20 @@ def from_dict(raw: dict, name: str = "grid") -> GridConfig:
         if d not in DATASETS:
             raise ConfigError(f"{where}: dataset '{d}' is unknown; allowed: {', '.join(DATASETS)}")
         settings = settings or {}
-        extra = sorted(set(settings) - {"models", "pretrain", "finetune", "train_subset", "test_subset"})
+        extra = sorted(set(settings) - set(DATASET_FIELDS))
         if extra:
-            raise ConfigError(f"{where}.{extra[0]}: unknown field; allowed: models, pretrain, finetune, train_subset, test_subset")
+            raise ConfigError(f"{where}.{extra[0]}: unknown field; allowed: {', '.join(DATASET_FIELDS)}")
         pre = _build(TrainConfig, settings.get("pretrain"), f"{where}.pretrain")
         ft = _build(TrainConfig, settings.get("finetune"), f"{where}.finetune")
         _check_train(pre, f"{where}.pretrain")
         _check_train(ft, f"{where}.finetune")
         datasets.append(DatasetEntry(d, _parse_models(settings.get("models"), f"{where}.models"), pre, ft,
-                                     settings.get("train_subset"), settings.get("test_subset")))
+                                     settings.get("train_subset"), settings.get("test_subset"),
+                                     _parse_seeds(settings["seeds"], f"{where}.seeds") if "seeds" in settings else None,
+                                     _parse_dataset_targets(settings["targets"], f"{where}.targets")
+                                     if "targets" in settings else None))
 
-    seeds = _as_list(raw.get("seeds", [0]), "seeds")
-    if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ConfigError(f"seeds: expected integers, got {seeds}")
+    seeds = _parse_seeds(raw.get("seeds", [0]), "seeds")
     targets = [parse_target(t, f"targets[{i}]") for i, t in enumerate(_as_list(raw.get("targets", [0.5]), "targets"))]
     val_size = raw.get("val_size", 5000)
     if not isinstance(val_size, int) or val_size < 1:
@@ -375,10 +414,67 @@ def from_dict(raw: dict, name: str = "grid") -> GridConfig:
     reference = raw.get("reference", "magnitude")
     if "reference" in raw and reference not in methods:
         raise ConfigError(f"reference: {reference!r} is not a method of this grid; allowed: {', '.join(methods)}")
-    return GridConfig(name=str(raw.get("name", name)), methods=methods, datasets=datasets, seeds=seeds,
-                      targets=targets, pruning=pruning, method_pruning=method_pruning, val_size=val_size, data_dir=raw.get("data_dir"),
-                      results_dir=str(raw.get("results_dir", "results")), executor=executor, latency=latency,
-                      reference=reference)
+    cfg = GridConfig(name=str(raw.get("name", name)), methods=methods, datasets=datasets, seeds=seeds,
+                     targets=targets, pruning=pruning, method_pruning=method_pruning, val_size=val_size,
+                     data_dir=raw.get("data_dir"), results_dir=str(raw.get("results_dir", "results")),
+                     executor=executor, latency=latency, reference=reference)
+    cfg.design = _parse_design(raw.get("design"), cfg)
+    return cfg
+
+
+def _parse_seeds(raw: Any, where: str) -> list[int]:
+    seeds = _as_list(raw, where)
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"{where}: expected a list of integers, got {raw!r}")
+    return seeds
+
+
+def _parse_dataset_targets(raw: Any, where: str) -> list[tuple[str, float, tuple[int, ...] | None]]:
+    """Items: a target (`macs:0.5`) or `{target: macs:0.3, seeds: [0, 1, 2]}`."""
+    out = []
+    for i, item in enumerate(_as_list(raw, where)):
+        if isinstance(item, dict) and "target" in item:
+            extra = sorted(set(item) - {"target", "seeds"})
+            if extra:
+                raise ConfigError(f"{where}[{i}].{extra[0]}: unknown field; allowed: target, seeds")
+            kind, amount = parse_target(item["target"], f"{where}[{i}].target")
+            own = tuple(_parse_seeds(item["seeds"], f"{where}[{i}].seeds")) if "seeds" in item else None
+        else:
+            (kind, amount), own = parse_target(item, f"{where}[{i}]"), None
+        out.append((kind, amount, own))
+    return out
+
+
+def _parse_design(raw: Any, cfg: GridConfig) -> Design:
+    """`design: {primary: {cifar10: macs:0.5, mnist: mean}, margin_pp: 0.5}`, checked against the grid."""
+    if raw is None:
+        return Design()
+    if not isinstance(raw, dict):
+        raise ConfigError("design: expected a mapping such as {primary: {cifar10: macs:0.5}, margin_pp: 0.5}")
+    extra = sorted(set(raw) - {"primary", "margin_pp"})
+    if extra:
+        raise ConfigError(f"design.{extra[0]}: unknown field; allowed: primary, margin_pp")
+    margin = raw.get("margin_pp", 0.5)
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin <= 0:
+        raise ConfigError(f"design.margin_pp: expected a number of percentage points > 0, got {margin!r}")
+    primary_raw = raw.get("primary") or {}
+    if not isinstance(primary_raw, dict):
+        raise ConfigError("design.primary: expected a mapping of dataset -> target or mean")
+    have = {d.name: d for d in cfg.datasets}
+    primary = {}
+    for d, contrast in primary_raw.items():
+        if d not in have:
+            raise ConfigError(f"design.primary.{d}: not a dataset of this grid; allowed: {', '.join(have)}")
+        if contrast == "mean":
+            primary[d] = "mean"
+            continue
+        kind, amount = parse_target(contrast, f"design.primary.{d}")
+        runs = [target_label(k, a) for k, a, _ in have[d].cells(cfg.targets, cfg.seeds)]
+        if target_label(kind, amount) not in runs:
+            raise ConfigError(f"design.primary.{d}: {target_label(kind, amount)} is not a target of {d}; "
+                              f"allowed: mean, {', '.join(runs)}")
+        primary[d] = target_label(kind, amount)
+    return Design(tuple(sorted(primary.items())), float(margin))
 
 
 def load(path: str | Path) -> GridConfig:
@@ -417,4 +513,16 @@ def override(cfg: GridConfig, *, methods: list[str] | None = None, datasets: lis
         cfg.seeds = list(seeds)
     if targets:
         cfg.targets = [parse_target(float(t) if t.replace('.', '', 1).isdigit() else t, "--targets") for t in targets]
+    if seeds or targets:  # a dataset's own design is narrowed, never widened, by the CLI
+        cfg.datasets = [_narrow(d, seeds, cfg.targets if targets else None) for d in cfg.datasets]
     return cfg
+
+
+def _narrow(ds: DatasetEntry, seeds: list[int] | None, targets: list[tuple[str, float]] | None) -> DatasetEntry:
+    keep_seed = (lambda s: s in seeds) if seeds else (lambda s: True)
+    own_seeds = ds.seeds if ds.seeds is None else [s for s in ds.seeds if keep_seed(s)]
+    own_targets = ds.targets
+    if own_targets is not None:
+        own_targets = [(k, a, own if own is None else tuple(s for s in own if keep_seed(s)))
+                       for k, a, own in own_targets if targets is None or (k, a) in targets]
+    return dataclasses.replace(ds, seeds=own_seeds, targets=own_targets)

@@ -93,6 +93,7 @@ def run_grid(cfg: GridConfig, *, executor: str | None = None, workers: int | Non
 def _run(cfg: GridConfig, specs: list, runner, data_dir: str, threads: int, kind: str, progress: bool) -> Counter:
     tracker = Tracker(cfg.results_dir)
     tracker.set_reference(cfg.name, cfg.reference)
+    tracker.set_design(cfg.name, cfg.design.to_json())
     counts: Counter = Counter()
     todo = []
     for spec in specs:

@@ -33,6 +33,7 @@ from bench.datasets import Data, load, normalize
 from bench.driver import achieved_reduction, prune_to_target
 from bench.errors import DataUnavailable
 from bench.measure import cost, count_macs, count_params, paired_latency_ms, widths
+from bench.surgery import kept_channels
 from bench.registry import get_method
 from bench.tracking import STATUS_DONE, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_SKIPPED, RunLogger, Tracker
 from bench.training import default_device, evaluate, fit
@@ -86,6 +87,27 @@ HARNESS_FILES = ("api.py", "runner.py", "training.py", "driver.py", "surgery.py"
 def harness_version() -> str:
     here = Path(__file__).parent
     return hashlib.sha256(b"".join((here / f).read_bytes() for f in HARNESS_FILES)).hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=None)
+def code_version() -> dict[str, str]:
+    """The git commit of the code that ran and whether its tree had uncommitted changes
+    ("unknown" outside a git checkout), so every result can be traced to its code."""
+    import subprocess
+
+    here = Path(__file__).parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"git_commit": commit or "unknown",
+            "git_dirty": "unknown" if status is None else str(bool(status)).lower()}
 
 
 def stage_key(method: str) -> str:
@@ -231,6 +253,8 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
     log.curve("pretrain", base_info["history"])
     log.param("base_checkpoint", base_info["path"])
     log.param("device", torch.cuda.get_device_name(device) if device.startswith("cuda") else device)
+    log.param("threads", torch.get_num_threads())  # intra-op threads change the numbers, so they are recorded
+    log.params(code_version())
     cls = get_method(spec.method)
     method = cls(**dict(spec.method_args))
     target = Target(spec.target_kind, spec.target, spec.pruning.tolerance)
@@ -245,6 +269,7 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
         state = torch.load(staged, weights_only=False, map_location=device)
         pruned, prune_time = state["model"], state["prune_time_s"]
         task.images_seen = state.get("images_seen", 0)
+        task.checks = state.get("checks", {})
         for name, history in state["curves"]:
             log.curve(name, history)
     else:
@@ -260,7 +285,7 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
         prune_time = time.perf_counter() - t0 + trainer.resumed_s
         tmp = staged.with_suffix(".tmp")
         torch.save({"model": pruned, "prune_time_s": prune_time, "curves": trainer.curves,
-                    "images_seen": task.images_seen}, tmp)
+                    "images_seen": task.images_seen, "checks": task.checks}, tmp)
         os.replace(tmp, staged)
     pruned.to(device)
     acc_pruned = evaluate(pruned, data.test, data.info, device=device)[1]
@@ -285,6 +310,8 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
     for key, ref in task.references.items():  # e.g. RLS's own unpruned net: a second Δacc reference
         record[f"acc_{key}"] = evaluate(ref, data.test, data.info, device=device)[1]
     record["acc_val_pruned"] = acc_val_pruned
+    record["preconditions_met"] = float(all(task.checks.values()))  # 1 when the method declares none
+    log.json_artifact("kept_channels.json", {"base_widths": widths(base), "kept": kept_channels(pruned)}, workdir)
     return record
 
 

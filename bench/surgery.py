@@ -100,6 +100,7 @@ def prune(model: nn.Module, keep: Mapping[str, Sequence[int]], example: torch.Te
     model = model if inplace else copy.deepcopy(model)
     modules = dict(model.named_modules())
     dg = _graph(model, example)
+    lineage = dict(kept_channels(model))
     for name, kept in keep.items():
         if name not in modules:
             raise KeyError(f"keep-list names layer '{name}', which is not in the model")
@@ -114,7 +115,20 @@ def prune(model: nn.Module, keep: Mapping[str, Sequence[int]], example: torch.Te
         remove = [i for i in range(size) if i not in kept_set]
         if remove:
             dg.get_pruning_group(mod, pruner.prune_out_channels, remove).prune()
+        before = lineage.get(name, list(range(size)))
+        lineage[name] = [before[i] for i in sorted(kept_set)]
+    model.__dict__[KEPT_ATTR] = lineage  # travels with deepcopy and torch.save (staged models)
     return model
+
+
+KEPT_ATTR = "_bench_kept_channels"
+
+
+def kept_channels(model: nn.Module) -> dict[str, list[int]]:
+    """{unit root: kept output channels, as indices of the model before its first cut} for every
+    unit `prune` (or a merge, which keeps each cluster's first member) has cut so far. Rounds
+    compose, so two methods' choices on one base can be compared whatever route they took."""
+    return model.__dict__.get(KEPT_ATTR, {})
 
 
 class CostModel:

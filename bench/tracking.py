@@ -26,7 +26,8 @@ RESULT_COLUMNS = [
     "acc_base", "acc_pruned", "acc_final", "macs_base", "macs_pruned", "macs_reduction",
     "params_base", "params_pruned", "params_reduction", "latency_cpu_b1_base_ms",
     "latency_cpu_b1_pruned_ms", "latency_cpu_b64_base_ms", "latency_cpu_b64_pruned_ms",
-    "prune_time_s", "finetune_time_s", "error",
+    "prune_time_s", "finetune_time_s", "error", "epochs_used", "budget_met", "target_met", "preconditions_met",
+    "git_commit", "git_dirty", "threads",
 ]
 
 
@@ -115,6 +116,16 @@ class Tracker:
         """The grid's `reference` variant, kept with the experiment so its report compares against it."""
         self.client.set_experiment_tag(self.experiment_id(experiment), "reference", reference)
 
+    def set_design(self, experiment: str, design_json: str) -> None:
+        """The grid's pre-registered design (`bench.config.Design`), kept like the reference."""
+        self.client.set_experiment_tag(self.experiment_id(experiment), "design", design_json)
+
+    def design(self, experiment: str | None) -> str | None:
+        """The design JSON the grid(s) of `experiment` recorded, if they agree."""
+        exps = [self.client.get_experiment_by_name(experiment)] if experiment else self.client.search_experiments()
+        found = {e.tags.get("design") for e in exps if e is not None} - {None}
+        return found.pop() if len(found) == 1 else None
+
     def reference(self, experiment: str | None) -> str | None:
         """The reference the grid(s) of `experiment` (all experiments: None) recorded, if they agree."""
         exps = [self.client.get_experiment_by_name(experiment)] if experiment else self.client.search_experiments()
@@ -159,6 +170,7 @@ def _row(run, exp_id: str) -> dict[str, Any]:
         "variant": tags.get("variant") or params.get("variant") or tags.get("method"),
     }
     row.update({k: v for k, v in params.items() if k.startswith("pruning.")})  # the protocol, for the report
+    row.update({k: params[k] for k in ("git_commit", "git_dirty", "threads") if k in params})  # provenance
     # method options become columns (arg.mode, arg.strategy, ...) so results of variants stay apart
     row.update({f"arg.{k[len('method_args.'):]}": v for k, v in params.items() if k.startswith("method_args.")})
     row.update(metrics)

@@ -55,7 +55,7 @@ def test_latency_passes_reach_every_spec_and_enter_the_run_id_only_when_not_the_
     ({"datasets": {"mnist": {"models": ["lenet5"], "finetune": {"schedule": "magic"}}}}, "schedule: 'magic' .*allowed: cosine, step, constant"),
     ({"targets": ["flops:0.5"]}, "target kind 'flops' is unknown; allowed: macs, params"),
     ({"targets": [1.5]}, r"reduction 1.5 must be a fraction in \(0, 1\)"),
-    ({"seeds": ["a"]}, "seeds: expected integers"),
+    ({"seeds": ["a"]}, "seeds: expected a list of integers"),
     ({"pruning": {"ranking": "best"}}, "pruning.ranking: 'best' is unknown; allowed: per_layer, global"),
     ({"colour": "red"}, "colour: unknown field; allowed: name, methods"),
     ({"latency": {"repeats_b1": 0}}, "latency: repeats_b1 and repeats_b64 must be >= 1 and warmup >= 0"),

@@ -1,5 +1,6 @@
 """Every method through the real runner: same seed gives the same numbers, and a kill -9 in any
 training phase, then a rerun, gives exactly the record of a run that was never killed."""
+import json
 import os
 import signal
 import subprocess
@@ -77,6 +78,22 @@ def test_every_method_runs_through_the_real_runner_and_logs_the_macs_of_its_save
     assert {"rls/prune_events", "csgd/cluster_dist_ratio", "rl/search_s"} <= metrics
     rls = df[df.method == "rls"].iloc[0]
     assert rls.finetune_time_s == 0 and rls.prune_time_s > 0  # trains from scratch, skips the fine-tune
+
+
+def test_every_done_run_records_its_kept_channels_preconditions_and_provenance(reference):
+    df = Tracker(reference).runs_frame("tiny")
+    assert df.preconditions_met.notna().all() and df.preconditions_met.isin([0.0, 1.0]).all()
+    assert (df.git_commit.str.len() == 40).all() and df.git_dirty.isin(["true", "false"]).all()
+    assert (df.threads.astype(int) >= 1).all()
+    for _, row in df.iterrows():
+        kept = json.loads((reference / "runs" / row.run_id / "kept_channels.json").read_text())
+        saved = torch.load(reference / "runs" / row.run_id / "pruned_model.pt", weights_only=False)
+        modules = dict(saved.named_modules())
+        assert kept["kept"], row.method  # every method cut something
+        for layer, channels in kept["kept"].items():  # indices of the base, one per channel left
+            assert channels == sorted(set(channels)) and channels[-1] < kept["base_widths"][layer]
+            width = modules[layer].out_channels if hasattr(modules[layer], "out_channels") else modules[layer].out_features
+            assert len(channels) == width, (row.method, layer)
 
 
 def test_same_seed_gives_identical_numbers_models_and_records(reference, tmp_path, data_dir):
