@@ -318,16 +318,17 @@ class Task:
                          target or self.target, cfg, comparable)
 
     # -- logging --------------------------------------------------------------------------------
-    def check(self, name: str, value: float, passed: bool, rule: str) -> None:
+    def check(self, name: str, value: float, passed: bool, rule: str, *, step: int | None = None) -> None:
         """Record a precondition of the method's own protocol, checked on this run's outcome (e.g.
         C-SGD: the merge was lossless). Logged as metrics `check.<name>` (the value) and
         `check.<name>.passed` (0/1) and param `check.<name>.rule`; the run's `preconditions_met`
-        is 1 only if every check passed, and the report footnotes runs where one failed."""
+        is 1 only if every check passed, and the report footnotes runs where one failed. Checking
+        again (a later round, with its `step`) replaces the earlier outcome."""
         if not CHECK_NAME.fullmatch(name):
             raise ValueError(f"check name {name!r}: use letters, digits and underscores only")
         self.checks[name] = bool(passed)
-        self.log_metric(f"check.{name}", float(value))
-        self.log_metric(f"check.{name}.passed", float(bool(passed)))
+        self.log_metric(f"check.{name}", float(value), step)
+        self.log_metric(f"check.{name}.passed", float(bool(passed)), step)
         self.log_param(f"check.{name}.rule", rule)
 
     def log_metric(self, key: str, value: float, step: int | None = None) -> None:

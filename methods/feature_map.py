@@ -59,6 +59,9 @@ from methods._masks import (RULES, STROKE_THRESHOLD, Recorder, boxes_mask, cente
 Source = Literal["auto", "stroke", "center", "gradcam", "boxes"]
 AUTO_SOURCE = {"mnist": "stroke", "svhn": "center", "cifar10": "gradcam"}
 FALLBACK = "activation-magnitude fallback"
+# Precondition of a Map-EX row: its own rule, not the fallback, decided most of what was removed;
+# above this share the row measures activation magnitude more than Map-EX.
+MAX_FALLBACK_SHARE = 0.5
 EPS = 1e-8
 TIE_BREAK = 1e-3
 
@@ -255,6 +258,9 @@ class FeatureMap(ScoreMethod):
         self._removed[1] += full - macs({n: k for n, k in kept.items() if n in fallback})
         share = self._removed[1] / self._removed[0] if self._removed[0] > 0 else 0.0
         task.log_metric("feature_map.fallback_share", share, self._calls)
+        if self.scoring == "mapex":  # the `activation` ablation is the fallback everywhere, on purpose
+            task.check("mapex_decided", share, share < MAX_FALLBACK_SHARE,
+                       f"fallback decided < {MAX_FALLBACK_SHARE:.0%} of the removed MACs", step=self._calls)
 
     def _finish(self, p: _Probe, rules: tuple[str, ...]) -> tuple[torch.Tensor, str]:
         """A member's score and how it was obtained (rule used, usable images, or the fallback)."""

@@ -150,11 +150,26 @@ def test_activation_scoring_is_the_fallback_everywhere(task_for):
     assert task.memory_logger.params["feature_map/layer/0"] == "activation-magnitude fallback (scoring: activation)"
     assert "feature_map/foreground" not in task.memory_logger.params  # no foreground computed at all
     assert task.memory_logger.metrics["feature_map.fallback_share"] == [(1, 1.0)]
+    assert task.checks == {}  # the fallback everywhere is this variant's point, not a failed precondition
 
     task = task_for(Data(info, split, split, split))
     mapex = FeatureMap(foreground="stroke").score(model, task)["0"]
     assert set(torch.argsort(mapex)[:2].tolist()) == {1, 4} != set(torch.argsort(act)[:2].tolist())
     assert task.memory_logger.metrics["feature_map.fallback_share"] == [(1, 0.0)]
+    assert task.checks == {"mapex_decided": True}
+    assert task.memory_logger.metrics["check.mapex_decided.passed"] == [(1, 1.0)]
+
+
+def test_a_map_ex_run_the_fallback_decided_fails_its_precondition(task_for):
+    """A net whose only unit is linear can be scored by the fallback alone: Map-EX's check fails."""
+    split, _ = _squares()
+    info = DatasetInfo("squares", (1, 16, 16), (0.0,), (1.0,), 0, False)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    task = task_for(Data(info, split, split, split))
+    FeatureMap(foreground="stroke").score(model, task)
+    assert task.checks == {"mapex_decided": False}
+    assert task.memory_logger.metrics["check.mapex_decided"] == [(1, 1.0)]
+    assert task.memory_logger.params["check.mapex_decided.rule"] == "fallback decided < 50% of the removed MACs"
 
 
 def test_center_pseudo_box():
