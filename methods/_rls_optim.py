@@ -30,6 +30,15 @@ of the RLS step along the excited directions, where P no longer depends on α.
 
 The conv mean row needs no unfold of the batch: unfold is linear, so ū is the patch mean of
 the batch-summed input, one (1, C, H, W) unfold.
+
+Exact statistics for scoring only (`track_exact=True`, average mode) [X]: besides the average
+mode's P, each covered layer accumulates R = λR + Σuuᵀ over every row u of every training batch
+(R₀ = I/α, the bias row included when `bias_in_p`), at the same moment P is updated (in `step`,
+only when the layer got a gradient), so inv(R) is exactly what the `exact` mode's P would be
+under the same λ, α and inputs. R never enters the step: training stays the average mode's.
+`get_exact_P` returns inv(R); a channel cut restricts R like P (`shrink_R`). Cost: one unfold of
+the batch and one d×d Gram product per layer per step (the exact mode's capture, without its
+d³ solve); measured in `methods/rls.py`'s docstring.
 """
 from __future__ import annotations
 
@@ -91,6 +100,27 @@ def shrink(P: torch.Tensor, keep: torch.Tensor, method: str = "schur") -> torch.
     return (out + out.T) / 2
 
 
+def shrink_R(R: torch.Tensor, keep: torch.Tensor, method: str = "schur") -> torch.Tensor:
+    """The autocorrelation R = P⁻¹ restricted to the kept rows, so that inv(result) equals
+    `shrink(inv(R), keep, method)`: 'schur' is the plain block R_KK (the removed inputs never
+    existed); 'submatrix' is inv(inv(R)_KK)."""
+    if method not in SHRINKS:
+        raise ValueError(f"shrink '{method}' is unknown; allowed: {', '.join(SHRINKS)}")
+    keep = keep.to(R.device)
+    if method == "schur" or len(keep) == R.shape[0]:
+        return R[keep][:, keep].clone()
+    out = torch.linalg.inv(inverse_spd(R)[keep][:, keep])
+    return (out + out.T) / 2
+
+
+def inverse_spd(A: torch.Tensor) -> torch.Tensor:
+    """Inverse of a symmetric positive-definite matrix (Cholesky; plain inverse if that fails), symmetrised."""
+    A = (A + A.T) / 2
+    L, info = torch.linalg.cholesky_ex(A)
+    out = torch.cholesky_inverse(L) if int(info) == 0 else torch.linalg.inv(A)
+    return (out + out.T) / 2
+
+
 class RLS(torch.optim.Optimizer):
     """RLS for the weight of every covered layer, momentum SGD for everything else.
 
@@ -108,7 +138,7 @@ class RLS(torch.optim.Optimizer):
                  mode: str = "average", bias_in_p: bool = False, sum_scale: float = 1.0,
                  first_order_lr: float = 0.05, momentum: float = 0.9, nesterov: bool = True,
                  weight_decay: float = 0.0, dtype: torch.dtype = torch.float64, eps: float = 1e-12,
-                 anneal: bool = True, layers: Iterable[str] | None = None):
+                 anneal: bool = True, layers: Iterable[str] | None = None, track_exact: bool = False):
         if mode not in MODES:
             raise ValueError(f"mode '{mode}' is unknown; allowed: {', '.join(MODES)}")
         if not 0 < lam <= 1:
@@ -117,6 +147,7 @@ class RLS(torch.optim.Optimizer):
             raise ValueError("alpha and lr must be > 0")
         self.mode, self.lam, self.alpha, self.eps, self.dtype = mode, lam, alpha, eps, dtype
         self.bias_in_p, self.sum_scale, self.anneal = bias_in_p, sum_scale, anneal
+        self.track_exact = track_exact and mode != "exact"
         found = covered_layers(model)
         names = list(found) if layers is None else list(layers)
         groups, covered = [], set()
@@ -138,6 +169,8 @@ class RLS(torch.optim.Optimizer):
             if group["kind"] == "rls":
                 w = group["params"][0]
                 self.state[w]["P"] = torch.eye(self.dim(group["layer"]), dtype=dtype, device=w.device) * alpha
+                if self.track_exact:
+                    self.state[w]["R"] = torch.eye(self.dim(group["layer"]), dtype=dtype, device=w.device) / alpha
 
     # -- statistics -----------------------------------------------------------------------------
     def dim(self, layer: str) -> int:
@@ -152,18 +185,23 @@ class RLS(torch.optim.Optimizer):
                 return
             x = args[0].detach()
             bias = self.bias_in_p and module.bias is not None
-            st = self._stats.setdefault(name, [None, 0, 0])  # [Σu or Σuuᵀ, N rows, M samples]
-            if self.mode == "exact":
+            st = self._stats.setdefault(name, [None, 0, 0, None])  # [Σu or Σuuᵀ, N rows, M samples, Σuuᵀ]
+            gram = None
+            if self.mode == "exact" or self.track_exact:
                 u = input_rows(module, x.to(self.dtype))
                 if bias:
                     u = torch.cat([u, u.new_ones(len(u), 1)], 1)
-                inc, n = u.T @ u, len(u)
+                gram = u.T @ u
+            if self.mode == "exact":
+                inc, n = gram, len(u)
             else:
                 s, n = mean_row(module, x, self.dtype)
                 inc = torch.cat([s, s.new_full((1,), float(n))]) if bias else s
             st[0] = inc if st[0] is None else st[0] + inc
             st[1] += n
             st[2] += x.shape[0]
+            if self.track_exact:
+                st[3] = gram if st[3] is None else st[3] + gram
         return hook
 
     def attach_hooks(self) -> None:
@@ -187,6 +225,32 @@ class RLS(torch.optim.Optimizer):
     def get_P(self, layer: str) -> torch.Tensor:
         return self.state[self._group(layer)["params"][0]]["P"]
 
+    def get_exact_P(self, layer: str) -> torch.Tensor:
+        """(Σuuᵀ + λ-discounted I/α)⁻¹ over every row seen: the exact mode's P, or inv(R) when the
+        average mode tracks R (`track_exact`)."""
+        if self.mode == "exact":
+            return self.get_P(layer)
+        return inverse_spd(self.get_R(layer))
+
+    def stop_tracking(self) -> None:
+        """Drop R and stop accumulating it (no score will be needed any more): training unchanged."""
+        self.track_exact = False
+        for group in self.param_groups:
+            if group["kind"] == "rls":
+                self.state[group["params"][0]].pop("R", None)
+
+    def get_R(self, layer: str) -> torch.Tensor:
+        state = self.state[self._group(layer)["params"][0]]
+        if "R" not in state:
+            raise KeyError(f"layer '{layer}' has no exact autocorrelation: build RLS with track_exact=True")
+        return state["R"]
+
+    def set_R(self, layer: str, R: torch.Tensor) -> None:
+        w = self._group(layer)["params"][0]
+        if R.shape != (self.dim(layer),) * 2:
+            raise ValueError(f"R for '{layer}' must be {self.dim(layer)}x{self.dim(layer)}, got {tuple(R.shape)}")
+        self.state[w]["R"] = R.to(dtype=self.dtype, device=w.device).clone()
+
     def set_P(self, layer: str, P: torch.Tensor) -> None:
         w = self._group(layer)["params"][0]
         if P.shape != (self.dim(layer),) * 2:
@@ -194,16 +258,16 @@ class RLS(torch.optim.Optimizer):
         self.state[w]["P"] = P.to(dtype=self.dtype, device=w.device).clone()
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """torch casts floating state to its parameter's dtype on load; P keeps its own (float64)."""
-        saved = {i: st["P"] for i, st in state_dict["state"].items() if "P" in st}
+        """torch casts floating state to its parameter's dtype on load; P and R keep their own (float64)."""
+        saved = {(i, k): st[k] for i, st in state_dict["state"].items() for k in ("P", "R") if k in st}
         super().load_state_dict(state_dict)
         params = [p for g in self.param_groups for p in g["params"]]
-        for i, P in saved.items():
-            self.state[params[i]]["P"] = P.to(dtype=self.dtype, device=params[i].device).clone()
+        for (i, k), M in saved.items():
+            self.state[params[i]][k] = M.to(dtype=self.dtype, device=params[i].device).clone()
 
     # -- the step -------------------------------------------------------------------------------
     def _update_P(self, P: torch.Tensor, stats: list) -> torch.Tensor:
-        acc, n, _ = stats
+        acc, n = stats[0], stats[1]
         if self.mode == "exact":
             eye = torch.eye(len(P), dtype=P.dtype, device=P.device)
             P = torch.linalg.solve(self.lam * eye + P @ acc, P)
@@ -237,6 +301,8 @@ class RLS(torch.optim.Optimizer):
             return
         state = self.state[w]
         state["P"] = P = self._update_P(state["P"], stats)
+        if self.track_exact:
+            state["R"] = self.lam * state["R"] + stats[3]
         cols = [w.grad.reshape(len(w), -1)]
         if group["weight_decay"]:  # L2 on the weight (not the bias), preconditioned like the loss gradient
             cols[0] = cols[0] + group["weight_decay"] * w.reshape(len(w), -1)

@@ -103,15 +103,19 @@ def test_ablations_preset_pairs_each_mechanism_with_its_plain_method():
     quick MNIST / CIFAR-10 cells at -50 % MACs over 3 seeds, with magnitude as the reference row."""
     runs = config.load("configs/ablations.yaml").expand()
     variants = {r.variant for r in runs}
-    assert variants == {"magnitude", "rls", "rls@no_p", "pls_vip", "pls_vip@per_layer", "csgd",
-                        "csgd@fast_eps", "feature_map", "feature_map@activation", "rl_agent", "rl_agent@l1_fill"}
+    assert variants == {"magnitude", "rls", "rls@no_p", "rls@exact_p", "rls@no_prune", "pls_vip", "pls_vip@per_layer",
+                        "csgd", "csgd@literal_eps", "feature_map", "feature_map@activation", "rl_agent",
+                        "rl_agent@l1_fill"}
     assert len(runs) == len(variants) * 2 * 3
     assert {(r.dataset, r.model_label) for r in runs} == {("mnist", "lenet5"), ("cifar10", "vgg-depth11-width0.25")}
     assert {r.seed for r in runs} == {0, 1, 2} and {(r.target_kind, r.target) for r in runs} == {("macs", 0.5)}
     one = {r.variant: r for r in runs if r.dataset == "mnist" and r.seed == 0}
     args = {v: dict(r.method_args) for v, r in one.items()}
     assert args["rls@no_p"] == {**args["rls"], "use_p": False}
-    assert args["csgd@fast_eps"] == {**args["csgd"], "epsilon": "auto"}
+    assert args["rls@exact_p"] == {**args["rls"], "exact_p": True}
+    assert args["rls@no_prune"] == {**args["rls"], "prune": False}
+    assert args["csgd"] == {"epsilon": "paper_contraction"}
+    assert args["csgd@literal_eps"] == {**args["csgd"], "epsilon": 0.003}
     assert args["feature_map@activation"] == {**args["feature_map"], "scoring": "activation"}
     assert args["rl_agent@l1_fill"] == {**args["rl_agent"], "fill": "l1"}
     assert (one["pls_vip"].pruning.ranking, one["pls_vip"].pruning.rounds) == ("global", 8)
