@@ -1,6 +1,6 @@
 """The plugin interface: what a pruning method implements and what the harness gives it.
 
-Two levels (design.md):
+Two levels (docs/architecture.md):
 - `ScoreMethod.score(model, task)` returns one importance per output channel of each prunable
   layer; the harness turns scores into keep-lists that hit the target, does the surgery and
   fine-tunes. Magnitude, random, PLS+VIP and Map-EX are score methods.
@@ -37,10 +37,21 @@ _LAZY = {
     "DATASETS": "bench.datasets",
     "forward_seconds": "bench.probe", "unit_count": "bench.probe",  # pricing for `extra_cost_s`
     "pruned_time_share": "bench.probe", "step_ratio": "bench.probe",  # ... and `train_cost_factor`
+    "eval_mode": "bench.utils",
 }
 
 
 CHECK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+class _Keep:
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+# A unit's score that leaves it whole: `scores[name] = KEEP`. Leaving a unit out of the scores is an
+# error instead, so that a forgotten unit never silently stays whole while the others are cut harder.
+KEEP: Any = _Keep()
 
 
 def __getattr__(name: str) -> Any:
@@ -157,7 +168,8 @@ class ScoreMethod(Method):
     comparable_scores: ClassVar[bool] = False
 
     def score(self, model: nn.Module, task: "Task") -> dict[str, torch.Tensor]:
-        """{unit root layer name: importance per output channel}; higher means keep."""
+        """{unit root layer name: importance per output channel}; higher means keep. Every unit of
+        `task.units(model)` needs an entry (the planner names any left out); `KEEP` leaves one whole."""
         raise NotImplementedError
 
 
@@ -171,15 +183,17 @@ class FullMethod(Method):
 class Task:
     """The harness's services for one run. Only train/val data are exposed: test is for final numbers.
 
-    Data: `batches`, `normalize`, `data.train/.val` (raw uint8 `Split`s), `evaluate`. Training:
-    `train` (hooks, optimizer factory, LR), `optimizer`. Structure: `units`, `plan`,
-    `prune_channels`, `merge_channels`. Cost: `cost`, `predictor`, `macs`, `params`."""
+    Data: `batches`, `normalize`, `data.train/.val` (raw uint8 `Split`s; `data.test` raises),
+    `evaluate`. Training: `train` (hooks, optimizer factory, LR), `optimizer`. Structure: `units`,
+    `plan`, `prune_channels`, `merge_channels`. Cost: `cost`, `predictor`, `macs`, `params`."""
 
     def __init__(self, *, spec, data, device: str, example: torch.Tensor, logger, trainer,
                  target: Target | None = None):
+        from bench.datasets import TrainVal
+
         self.spec = spec
         self.target = target
-        self.data = data
+        self.data = TrainVal(data.info, data.train, data.val)  # whatever `data` holds, never test
         self.device = device
         self.example = example
         self._logger = logger
@@ -205,8 +219,16 @@ class Task:
     # -- training and evaluation ----------------------------------------------------------------
     def train(self, model: nn.Module, epochs: int, *, hooks: Sequence = (), make_optimizer: Callable | None = None,
               lr: float | None = None, loss: str = "ce", desc: str = "train", from_scratch: bool = False):
-        """Fine-tune recipe (or pretrain recipe when `from_scratch`) with optional hooks; returns FitResult."""
-        result = self._trainer(model, epochs, hooks=hooks, make_optimizer=make_optimizer, lr=lr,
+        """Fine-tune recipe (or pretrain recipe when `from_scratch`) with optional hooks; returns FitResult.
+
+        Whole epochs only: training checkpoints, calls hooks and schedules the LR per epoch. The budget
+        is still counted in epoch equivalents (`epochs_used`), which a final fine-tune tops up."""
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or epochs < 0 \
+                or not float(epochs).is_integer():
+            raise ValueError(f"task.train: epochs must be a whole number >= 0, got {epochs!r}; split a budget in "
+                             f"whole epochs (e.g. task.finetune_epochs // steps) and leave the rest to the "
+                             f"harness's final fine-tune (needs_finetune = True)")
+        result = self._trainer(model, int(epochs), hooks=hooks, make_optimizer=make_optimizer, lr=lr,
                                loss=loss, desc=desc, from_scratch=from_scratch)
         self.images_seen += result.images
         return result
@@ -227,9 +249,7 @@ class Task:
         """(mean loss, top-1 accuracy) on 'train' or 'val'."""
         from bench.training import evaluate
 
-        if split not in ("train", "val"):
-            raise ValueError("methods may evaluate on 'train' or 'val' only; test is for the final numbers")
-        part = getattr(self.data, split)
+        part = self._split(split)
         if limit:
             part = part.subset(limit, self.seed)
         return evaluate(model, part, self.data.info, device=self.device)
@@ -241,12 +261,19 @@ class Task:
         for a fresh seeded order per pass (default: the same seeded order every call)."""
         from bench.datasets import batches
 
-        part = getattr(self.data, split)
+        part = self._split(split)
         if limit:
             part = part.subset(limit, self.seed)
         gen = generator if generator is not None else torch.Generator().manual_seed(self.seed)
         return batches(part, self.data.info, batch_size, shuffle=shuffle,
                        augment_data=augment, gen=gen, device=self.device, drop_last=drop_last)
+
+    def _split(self, split: str):
+        if split not in ("train", "val"):
+            from bench.datasets import SEEN_SPLITS, TEST_REFUSED
+
+            raise ValueError(f"split {split!r}: {TEST_REFUSED if split == 'test' else SEEN_SPLITS}")
+        return getattr(self.data, split)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Raw uint8 images (e.g. `task.data.train.x[idx]`) -> the network's input, on the run's device."""
@@ -309,8 +336,9 @@ class Task:
 
     def plan(self, model: nn.Module, scores: Mapping[str, torch.Tensor], target: Target | None = None,
              *, comparable: bool = False, **pruning):
-        """Keep-lists meeting `target` (default: the run's) from per-unit scores, with the grid's
-        pruning settings; keyword overrides replace some of them (e.g. `ranking="per_layer"`)."""
+        """Keep-lists meeting `target` (default: the run's) from per-unit scores (every unit, or
+        `KEEP`), with the grid's pruning settings; keyword overrides replace some of them (e.g.
+        `ranking="per_layer"`)."""
         from bench.driver import plan_keep
 
         cfg = dataclasses.replace(self.spec.pruning, **pruning) if pruning else self.spec.pruning

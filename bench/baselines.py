@@ -1,4 +1,4 @@
-"""Base checkpoints: trained once per (dataset, model, seed, recipe) and shared by every method.
+"""Base checkpoints: trained once per (dataset, model, seed, recipe, threads) and shared by every method.
 
 Fairness rests on this: every method of a grid cell starts from the very same weights. The cache
 key hashes everything that changes the trained weights; a file lock makes concurrent workers
@@ -8,16 +8,15 @@ resume.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
 import socket
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
 import torch
+from filelock import FileLock
 from torch import nn
 
 from bench import models
@@ -25,12 +24,16 @@ from bench.config import RunSpec
 from bench.datasets import Data
 from bench.measure import paired_latency_ms
 from bench.training import evaluate, fit
+from bench.utils import atomic_write
 
 
 def base_key(spec: RunSpec) -> str:
+    """Hash of every setting that changes the base's weights: the recipe (its precision included)
+    and the torch threads it trains with, whose count changes the order of float sums."""
     blob = json.dumps({"dataset": spec.dataset, "model": spec.model, "model_args": dict(spec.model_args),
                        "seed": spec.seed, "pretrain": dataclasses.asdict(spec.pretrain),
-                       "val_size": spec.val_size, "train_subset": spec.train_subset}, sort_keys=True)
+                       "val_size": spec.val_size, "train_subset": spec.train_subset, "threads": spec.threads},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -47,30 +50,18 @@ def fresh_model(spec: RunSpec, data: Data) -> nn.Module:
     return model
 
 
-@contextmanager
-def file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def get_or_train(spec: RunSpec, data: Data, results_dir: str | os.PathLike, *, device: str,
                  progress: bool = True) -> tuple[nn.Module, dict]:
     """(base model, info) from the cache, training and caching it first if needed."""
     path = base_path(spec, results_dir)
-    with file_lock(path):
+    with FileLock(path.with_suffix(".lock")):
         if not path.exists():
             model = fresh_model(spec, data)
             result = fit(model, data, spec.pretrain, seed=spec.seed, device=device, progress=progress,
                          desc=f"pretrain {spec.dataset}/{spec.model_label}/s{spec.seed}",
                          checkpoint=path.with_suffix(".ckpt"))
-            tmp = path.with_suffix(".tmp")
-            torch.save({"model": result.model.cpu(), "history": result.history, "seconds": result.seconds}, tmp)
-            os.replace(tmp, path)
+            with atomic_write(path) as tmp:
+                torch.save({"model": result.model.cpu(), "history": result.history, "seconds": result.seconds}, tmp)
             path.with_suffix(".ckpt").unlink(missing_ok=True)
         state = torch.load(path, weights_only=False, map_location="cpu")
     return state["model"].to(device), {"history": state["history"], "seconds": state["seconds"], "path": str(path)}
@@ -111,9 +102,8 @@ def accuracy_on_test(spec: RunSpec, base: nn.Module, data: Data, results_dir: st
 def cached_json(path: Path, compute: Callable[[], dict]) -> dict:
     """`path`'s JSON, computed and written first if missing. The lock makes concurrent workers wait
     for one computation; the atomic replace means a kill never leaves a half-written file."""
-    with file_lock(path):
+    with FileLock(path.with_suffix(".lock")):
         if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(compute(), indent=1))
-            os.replace(tmp, path)
+            with atomic_write(path) as tmp:
+                tmp.write_text(json.dumps(compute(), indent=1))
         return json.loads(path.read_text())

@@ -41,7 +41,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class PruningConfig:
-    """How the harness turns a score method's scores into keep-lists (methods.md §0)."""
+    """How the harness turns a score method's scores into keep-lists (docs/methods.md §0)."""
 
     ranking: str = "per_layer"      # per_layer: same fraction per unit; global: normalised scores across units
     rounds: int = 1                 # 1 = one-shot; K = iterative, K x (prune to k/K of the target, fine-tune)
@@ -88,6 +88,7 @@ class RunSpec:
     experiment: str = "default"
     variant: str = ""                # the `methods:` key, "name" or "name@label"; "" = the plain method
     latency: LatencyConfig = LatencyConfig()
+    threads: int = 1                 # torch intra-op threads: their count changes the float sums, so the numbers
 
     def __post_init__(self):
         if not self.variant:
@@ -101,6 +102,8 @@ class RunSpec:
             del d["variant"]
         if self.latency == LatencyConfig():  # likewise runs measured with the default passes
             del d["latency"]
+        if self.threads == 1:  # and runs at the default thread count (what the pool always gave them)
+            del d["threads"]
         return d
 
     @property
@@ -191,6 +194,7 @@ class GridConfig:
     results_dir: str = "results"
     executor: dict = field(default_factory=dict)
     latency: LatencyConfig = LatencyConfig()
+    threads: int = 1                 # torch threads of every cell; the pool runs cores // threads cells at once
     # the variant the report compares every other with, paired over seeds (an experiment tag in MLflow)
     reference: str = "magnitude"
     # variant key -> its method's pruning_defaults overridden by its own `pruning:` (applied over `pruning`)
@@ -215,7 +219,8 @@ class GridConfig:
                                 pretrain=ds.pretrain, finetune=ds.finetune,
                                 pruning=dataclasses.replace(self.pruning, **self.method_pruning.get(key, {})),
                                 val_size=self.val_size, train_subset=ds.train_subset,
-                                test_subset=ds.test_subset, experiment=self.name, latency=self.latency))
+                                test_subset=ds.test_subset, experiment=self.name, latency=self.latency,
+                                threads=self.threads))
         return specs
 
 
@@ -257,6 +262,13 @@ def _check_pruning(p: PruningConfig, where: str) -> PruningConfig:
     if p.rounds < 1 or not 0 < p.max_layer_prune < 1 or p.round_to < 1:
         raise ConfigError(f"{where}: rounds and round_to must be >= 1 and max_layer_prune in (0, 1)")
     return p
+
+
+def check_threads(value: Any, where: str) -> int:
+    """Torch threads per cell: an integer >= 1 (they change the numbers, so never 'auto')."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}: expected an integer >= 1 (torch threads per cell), got {value!r}")
+    return value
 
 
 def _check_latency(lat: LatencyConfig) -> LatencyConfig:
@@ -354,7 +366,7 @@ def _as_list(v: Any, where: str) -> list:
 
 
 GRID_FIELDS = ("name", "methods", "datasets", "seeds", "targets", "pruning", "val_size",
-               "data_dir", "results_dir", "executor", "latency", "reference", "design")
+               "data_dir", "results_dir", "executor", "latency", "reference", "design", "threads")
 DATASET_FIELDS = ("models", "pretrain", "finetune", "train_subset", "test_subset", "seeds", "targets")
 
 
@@ -411,13 +423,14 @@ def from_dict(raw: dict, name: str = "grid") -> GridConfig:
     if not isinstance(executor, dict):
         raise ConfigError("executor: expected a mapping such as {kind: local}")
     latency = _check_latency(_build(LatencyConfig, raw.get("latency"), "latency"))
+    threads = check_threads(raw.get("threads", 1), "threads")
     reference = raw.get("reference", "magnitude")
     if "reference" in raw and reference not in methods:
         raise ConfigError(f"reference: {reference!r} is not a method of this grid; allowed: {', '.join(methods)}")
     cfg = GridConfig(name=str(raw.get("name", name)), methods=methods, datasets=datasets, seeds=seeds,
                      targets=targets, pruning=pruning, method_pruning=method_pruning, val_size=val_size,
                      data_dir=raw.get("data_dir"), results_dir=str(raw.get("results_dir", "results")),
-                     executor=executor, latency=latency, reference=reference)
+                     executor=executor, latency=latency, reference=reference, threads=threads)
     cfg.design = _parse_design(raw.get("design"), cfg)
     return cfg
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from bench.errors import DataCorrupt, DataUnavailable
+from bench.utils import atomic_write
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -77,6 +78,24 @@ class Data:
     train: Split
     val: Split
     test: Split
+
+
+SEEN_SPLITS = "methods see the 'train' and 'val' splits only"
+TEST_REFUSED = f"test is for the final numbers only: {SEEN_SPLITS}"
+
+
+@dataclass(frozen=True)
+class TrainVal:
+    """What a method and its training hooks see of a dataset. `test` raises with the reason
+    instead of being a None that fails later, far from the cause."""
+
+    info: DatasetInfo
+    train: Split
+    val: Split
+
+    @property
+    def test(self) -> Split:
+        raise AttributeError(TEST_REFUSED)
 
 
 def default_data_dir() -> Path:
@@ -174,9 +193,8 @@ def load_arrays(name: str, data_dir: str | os.PathLike | None = None, download: 
         ) from e
     finally:
         socket.setdefaulttimeout(old)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.savez adds no `.npz`
+        np.savez_compressed(fh, **arrays)
     return read_npz(path, name)
 
 

@@ -18,7 +18,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from bench.api import Target
+from bench.api import KEEP, Target
 from bench.config import PruningConfig
 from bench.measure import cost
 from bench.surgery import CostModel, find_units, min_keep, prune
@@ -63,15 +63,23 @@ def _removal_order(units, scores, ranking: str, max_prune: float, round_to: int,
 
 def plan_keep(model: nn.Module, example: torch.Tensor, scores: Mapping[str, torch.Tensor], target: Target,
               cfg: PruningConfig = PruningConfig(), comparable: bool = False) -> Plan:
-    """Keep-lists for the units that have scores, removing the least important channels first,
-    sized so that the predicted reduction is as close to `target` as channel granularity allows.
+    """Keep-lists removing the least important channels first, sized so that the predicted
+    reduction is as close to `target` as channel granularity allows.
 
+    Every unit that `cfg` prunes needs a score, or `KEEP` to stay whole: a unit left out is an
+    error, not a silent "keep" that makes the others lose more. Residual groups have scores only
+    if a method gives them (they count as pruned when `cfg.include_coupled`).
     `comparable`: the scores already share one network-wide scale (e.g. VIP), so global ranking
     uses them raw, i.e. one global threshold, instead of dividing by each unit's mean."""
-    units = {n: u for n, u in find_units(model, example, include_coupled=True).items() if n in scores}
-    unknown = sorted(set(scores) - set(units))
+    every = find_units(model, example, include_coupled=True)
+    unknown = sorted(set(scores) - set(every))
     if unknown:
         raise ValueError(f"scores name '{unknown[0]}', which is not a prunable unit root of this model")
+    missing = [n for n, u in every.items() if n not in scores and (cfg.include_coupled or not u.coupled)]
+    if missing:
+        raise ValueError(f"scores leave out unit(s) {', '.join(missing)}: score every unit of task.units(model), "
+                         f"or give KEEP (from bench.api) to leave one whole")
+    units = {n: u for n, u in every.items() if n in scores and scores[n] is not KEEP}
     cost = CostModel(model, example, units)
     measure = cost.of(target.kind)
     full = measure({})

@@ -25,5 +25,9 @@ class UnknownMethod(ConfigError):
     """No plugin is registered under the requested name."""
 
 
+class MethodUnavailable(BenchError):
+    """The method's entry point failed to load: its cells fail with this, the grid's others run."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so every layer stops the same way; the CLI then exits 143, not 130."""

@@ -4,6 +4,9 @@ Every executor yields (spec, status) as cells finish. A cell that raises is reco
 by `run_one` itself; a worker that dies outright (OOM kill, segfault) is recorded `failed` here
 with that reason, and the grid goes on. Workers log straight to the tracking store: the SQLite
 default runs in WAL mode (see tracking.py), a server URI is the choice for clusters.
+
+Every executor runs a cell at its spec's torch threads (`run_cell`), so where and beside what a
+cell runs never changes its numbers; only how many cells run at once may follow the machine.
 """
 from __future__ import annotations
 
@@ -17,16 +20,18 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from bench.config import RunSpec
+from bench.cpu import CpuLoad, free_slots, usable_cpus
 from bench.errors import ConfigError
 from bench.interrupts import raise_pending
 
 EXECUTORS = ("local", "pool", "ray")
-# what each executor accepts under `executor:` (workers and threads are the grid's, the rest its own)
-OPTIONS = {"local": ("workers", "threads"), "pool": ("workers", "threads", "gpu_ids"),
-           "ray": ("workers", "threads", "address", "cpus_per_run", "gpus_per_run")}
+# what each executor accepts under `executor:` (workers is the grid's, the rest its own); threads
+# change a cell's numbers, so they are a grid setting (top-level `threads:`), not an executor's
+OPTIONS = {"local": ("workers",), "pool": ("workers", "gpu_ids"),
+           "ray": ("workers", "address", "cpus_per_run", "gpus_per_run")}
 
 
 @dataclass
@@ -37,27 +42,25 @@ class CellJob:
     data_dir: str | None
     results_dir: str
     tracking_uri: str
-    threads: int
     progress: bool = False
     method_module: str = ""  # imported first in the worker, so in-process registrations reach it
 
 
 def run_cell(job: CellJob) -> str:
-    """Worker entry point: run one cell against the given tracking store."""
+    """Worker entry point: run one cell against the given tracking store, at its spec's torch
+    threads (restored after, for the in-process executor's caller)."""
     import importlib
 
-    import torch
-
+    from bench.probe import torch_threads
     from bench.runner import run_one
     from bench.tracking import Tracker
 
     if job.method_module:
         importlib.import_module(job.method_module)
-    if job.threads:
-        torch.set_num_threads(job.threads)
     tracker = Tracker(job.results_dir, uri=job.tracking_uri)
-    return run_one(job.spec, data_dir=job.data_dir, results_dir=job.results_dir, tracker=tracker,
-                   progress=job.progress)
+    with torch_threads(job.spec.threads):
+        return run_one(job.spec, data_dir=job.data_dir, results_dir=job.results_dir, tracker=tracker,
+                       progress=job.progress)
 
 
 def record_worker_death(job: CellJob, reason: str, *, unstarted: bool = True, status: str = "failed") -> None:
@@ -143,32 +146,51 @@ def _init_worker(slots, pids, gpu_ids: Sequence[str], environ: dict[str, str]) -
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu_ids[slot % len(gpu_ids)]
 
 
+RECHECK_S = 5.0  # how often a running pool looks again for cores freed meanwhile (and whenever a cell ends)
+
+
 def _ready() -> None:
     """No-op task: the pool creates a worker per task submitted while none is idle."""
 
 
-def _fill(pool: cf.ProcessPoolExecutor, workers: int) -> None:
-    for _ in range(workers):
+def _fill(pool: cf.ProcessPoolExecutor, workers: Callable[[], int]) -> None:
+    for _ in range(workers()):
         pool.submit(_ready)
 
 
 class PoolExecutor(Executor):
-    """A local process pool: each worker sees one GPU (round-robin) and gets cores // workers torch threads."""
+    """A local process pool; each worker sees one GPU (round-robin) where there are GPUs.
 
-    def __init__(self, workers: int | None = None, gpu_ids: Sequence[str] | None = None, cell=run_cell):
-        self.workers = workers or os.cpu_count() or 1
+    `workers` fixes how many cells run at once. Without it and without GPUs (one worker each) the
+    pool follows the CPU: whenever a cell finishes, and every RECHECK_S while cells run, it runs
+    as many cells of `threads` torch threads as fit beside the other processes' load (bench.cpu),
+    at most the usable cores, so a busy machine costs a grid the cores it takes instead of
+    oversubscribing them all. A running cell is never stopped for load, and its threads are its
+    own (`run_cell`): the load never changes a number.
+    """
+
+    def __init__(self, workers: int | None = None, gpu_ids: Sequence[str] | None = None, cell=run_cell,
+                 threads: int = 1):
         self.gpu_ids = list(visible_gpus() if gpu_ids is None else gpu_ids)
+        self.threads = threads
+        self.load = CpuLoad() if workers is None and not self.gpu_ids else None
+        self.workers = workers or len(self.gpu_ids) or max(1, usable_cpus() // threads)  # the most at once
         self.cell = cell  # the function each worker runs per job; swapped only by tests
         self._started: _Pool | None = None
         self._starter: threading.Thread | None = None
 
+    def limit(self) -> int:
+        """How many cells may run at once now: `workers` when fixed, else what the free cores hold."""
+        return free_slots(self.load, self.threads, self.workers) if self.load else self.workers
+
     def start(self) -> None:
         """Start the workers in the background, so the forkserver's imports (about 3 s) overlap
-        the caller's own work before `run`; the first batch of `run` goes to this pool."""
+        the caller's own work before `run`; the first batch of `run` goes to this pool. Adaptive,
+        as many as the free cores hold (measured in the background too)."""
         if self._starter is None:
             self._started = self._new_pool(self.workers)
             # creating a worker waits for the forkserver's imports: a thread waits, not the caller
-            self._starter = threading.Thread(target=_fill, args=(self._started.executor, self.workers), daemon=True)
+            self._starter = threading.Thread(target=_fill, args=(self._started.executor, self.limit), daemon=True)
             self._starter.start()
 
     def close(self) -> None:
@@ -191,11 +213,11 @@ class PoolExecutor(Executor):
         pending, suspects = list(jobs), []
         while pending or suspects:
             if pending:
-                batch, workers, pending = pending, self.workers, []
+                batch, workers, limit, pending = pending, self.workers, self.limit, []
             else:
-                batch, workers = [suspects.pop(0)], 1
+                batch, workers, limit = [suspects.pop(0)], 1, lambda: 1
             lost = []
-            with contextlib.closing(self._pool(batch, workers)) as results:
+            with contextlib.closing(self._pool(batch, workers, limit)) as results:
                 for job, status in results:
                     if status is None:
                         lost.append(job)
@@ -219,20 +241,38 @@ class PoolExecutor(Executor):
                                           initargs=(slots, pids, self.gpu_ids, dict(os.environ)))
         return _Pool(executor, pids)
 
-    def _pool(self, batch: list[CellJob], workers: int) -> Iterator[tuple[CellJob, str | None]]:
-        """(job, status) per finished cell; status None for cells lost to a broken pool."""
+    def _pool(self, batch: list[CellJob], workers: int, limit: Callable[[], int]
+              ) -> Iterator[tuple[CellJob, str | None]]:
+        """(job, status) per finished cell; status None for cells lost to a broken pool. A cell is
+        submitted only while fewer than `limit()` run, asked again each time one finishes and every
+        RECHECK_S: queued in the executor instead, every cell would start once any worker was idle."""
         # only the first batch can find a started pool, and it asks for self.workers, as started
         pool = self._take_started() or self._new_pool(workers)
+        waiting, running = list(batch), {}
         with pool.executor:
-            futures = {pool.executor.submit(self.cell, job): job for job in batch}
             try:
-                for fut in cf.as_completed(futures):
-                    try:
-                        yield futures[fut], fut.result()
-                    except cf.process.BrokenProcessPool:
-                        yield futures[fut], None
+                while waiting or running:
+                    room = limit() - len(running)
+                    while waiting and room > 0:
+                        try:
+                            running[pool.executor.submit(self.cell, waiting[0])] = waiting[0]
+                        except cf.process.BrokenProcessPool:
+                            break
+                        waiting.pop(0)
+                        room -= 1
+                    if not running:  # the pool broke: the rest never started
+                        break
+                    done, _ = cf.wait(running, timeout=RECHECK_S, return_when=cf.FIRST_COMPLETED)
+                    for fut in done:
+                        job = running.pop(fut)
+                        try:
+                            yield job, fut.result()
+                        except cf.process.BrokenProcessPool:
+                            yield job, None
+                for job in waiting:
+                    yield job, None
             except BaseException:  # Ctrl-C / SIGTERM, or whoever iterates stopped early (GeneratorExit)
-                pool.stop([job for fut, job in futures.items() if not fut.done()])
+                pool.stop(list(running.values()))
                 raise
 
 
@@ -244,9 +284,9 @@ class _Pool:
     pids: object  # multiprocessing Queue
 
     def stop(self, unfinished: Sequence[CellJob]) -> None:
-        """Stop now: cancel the queued cells and kill the running ones, as kill -9 would (the rerun
-        redoes them, resuming from their last epoch checkpoint), then mark those failed so the store
-        shows none 'running'. Without this the pool finished every queued cell before exiting."""
+        """Stop now: kill the running cells as kill -9 would (the rerun redoes them, resuming from
+        their last epoch checkpoint), then mark those interrupted so the store shows none 'running'.
+        Without this the pool finished every running cell before exiting."""
         self.executor.shutdown(wait=False, cancel_futures=True)
         while True:
             try:
@@ -294,7 +334,8 @@ class RayExecutor(Executor):
     def run(self, jobs: Sequence[CellJob]) -> Iterator[tuple[CellJob, str]]:
         ray = self.ray
         if not ray.is_initialized():
-            kwargs = {"address": self.address} if self.address else {"num_cpus": self.workers or os.cpu_count()}
+            cpus = self.workers * self.cpus if self.workers else os.cpu_count()  # workers: parallel cells
+            kwargs = {"address": self.address} if self.address else {"num_cpus": cpus}
             repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             # plugins registered from modules outside the repo (a test file, a user's folder) too
             roots = dict.fromkeys([repo, *filter(None, (_import_root(j.method_module) for j in jobs))])
@@ -337,12 +378,21 @@ def check_options(kind: str, options: dict) -> None:
     """Fail before any cell starts on an unknown executor or option, naming the allowed ones."""
     if kind not in EXECUTORS:
         raise ConfigError(f"executor '{kind}' is unknown; allowed: {', '.join(EXECUTORS)}")
+    if "threads" in options:
+        raise ConfigError("executor.threads: torch threads change a cell's numbers, so they are a grid "
+                          "setting: write `threads: N` at the top level of the config")
     for key in options:
         if key not in OPTIONS[kind]:
             raise ConfigError(f"executor.{key}: unknown option of executor '{kind}'; "
                               f"allowed: {', '.join(OPTIONS[kind])}")
 
 
-def make_executor(kind: str, **options):
+def make_executor(kind: str, *, threads: int = 1, **options) -> Executor:
+    """The executor `kind` for cells of `threads` torch threads: the pool fits that many cells
+    into the free cores, Ray reserves that many CPUs per cell unless `cpus_per_run` says otherwise."""
     check_options(kind, options)
-    return {"local": LocalExecutor, "pool": PoolExecutor, "ray": RayExecutor}[kind](**options)
+    if kind == "pool":
+        return PoolExecutor(threads=threads, **options)
+    if kind == "ray":
+        return RayExecutor(**{"cpus_per_run": threads, **options})
+    return LocalExecutor(**options)

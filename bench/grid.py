@@ -7,13 +7,13 @@ their start-up importing torch while the main process creates it.
 """
 from __future__ import annotations
 
-import os
+import dataclasses
 from collections import Counter
 from contextlib import closing
 
 from tqdm.auto import tqdm
 
-from bench.config import GridConfig
+from bench.config import GridConfig, check_threads
 from bench.datasets import resolve_data_dir
 from bench.errors import ConfigError
 from bench.executors import CellJob, check_options, make_executor
@@ -36,29 +36,19 @@ def spread_bases(specs: list) -> list:
     return out
 
 
-def default_workers(kind: str) -> int:
-    """local: 1; pool/ray: one per GPU when there are GPUs, else one per CPU core."""
+DEFAULT_EXECUTOR = "pool"  # `bench run` with no flags: as many cells at once as free cores (issue 28)
+
+
+def default_workers(kind: str, threads: int = 1) -> int:
+    """local: 1; pool/ray: one per GPU when there are GPUs, else as many cells of `threads` threads
+    as there are usable cores (the most the adaptive pool runs at once)."""
     if kind == "local":
         return 1
     import torch
 
-    return torch.cuda.device_count() or os.cpu_count() or 1
+    from bench.cpu import usable_cpus
 
-
-def threads_per_worker(kind: str, workers: int, options: dict) -> int:
-    """Torch threads per cell: 0 (torch's default, all cores) in-process; an explicit `threads`
-    option; Ray's `cpus_per_run`; else the pool's fair share, cores // workers, so workers never
-    oversubscribe the CPU."""
-    threads = options.get("threads")
-    if threads is not None:
-        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-            raise ConfigError(f"executor.threads: expected an integer >= 1, got {threads!r}")
-        return threads
-    if kind == "local":
-        return 0
-    if kind == "ray":
-        return max(1, int(options.get("cpus_per_run", 1)))
-    return max(1, (os.cpu_count() or 1) // workers)
+    return torch.cuda.device_count() or max(1, usable_cpus() // threads)
 
 
 def _check_workers(field: str, value) -> None:
@@ -67,30 +57,34 @@ def _check_workers(field: str, value) -> None:
 
 
 def run_grid(cfg: GridConfig, *, executor: str | None = None, workers: int | None = None,
-             progress: bool = True, **executor_options) -> Counter:
-    """Run every cell; returns how many ended done / cached / skipped / failed."""
+             threads: int | None = None, progress: bool = True, **executor_options) -> Counter:
+    """Run every cell; returns how many ended done / cached / skipped / failed.
+
+    `threads` replaces the config's torch threads per cell (as the CLI's --threads does): a
+    different setting, with its own run ids and bases. `workers` fixes the number of parallel cells; without
+    it (nor the config's executor.workers) the pool follows the free cores between cells."""
+    if threads is not None:
+        cfg = dataclasses.replace(cfg, threads=check_threads(threads, "--threads"))
     options = {**cfg.executor, **{k: v for k, v in executor_options.items() if v is not None}}
-    kind = executor or options.pop("kind", "local")
+    kind = executor or options.pop("kind", DEFAULT_EXECUTOR)
     options.pop("kind", None)
     check_options(kind, options)
     configured = options.pop("workers", None)  # always popped: the CLI's --workers wins over the config's
     _check_workers("--workers", workers)
     _check_workers("executor.workers", configured)
-    workers = workers or configured or default_workers(kind)
-    threads = threads_per_worker(kind, workers, options)
-    options.pop("threads", None)
-    runner = make_executor(kind, workers=workers, **options)
+    workers = workers or configured or (None if kind == "pool" else default_workers(kind, cfg.threads))
+    runner = make_executor(kind, workers=workers, threads=cfg.threads, **options)
     specs = cfg.expand()
     data_dir = str(resolve_data_dir(cfg.data_dir))
     if specs and not may_hold_runs(cfg.results_dir):
         runner.start()  # nothing can be done yet: workers load torch while the new store is created
     try:
-        return _run(cfg, specs, runner, data_dir, threads, kind, progress)
+        return _run(cfg, specs, runner, data_dir, kind, progress)
     finally:
         runner.close()
 
 
-def _run(cfg: GridConfig, specs: list, runner, data_dir: str, threads: int, kind: str, progress: bool) -> Counter:
+def _run(cfg: GridConfig, specs: list, runner, data_dir: str, kind: str, progress: bool) -> Counter:
     tracker = Tracker(cfg.results_dir)
     tracker.set_reference(cfg.name, cfg.reference)
     tracker.set_design(cfg.name, cfg.design.to_json())
@@ -103,7 +97,7 @@ def _run(cfg: GridConfig, specs: list, runner, data_dir: str, threads: int, kind
             todo.append(spec)
     if kind != "local":
         todo = spread_bases(todo)
-    jobs = [CellJob(s, data_dir, cfg.results_dir, tracker.uri, threads, progress=progress and kind == "local",
+    jobs = [CellJob(s, data_dir, cfg.results_dir, tracker.uri, progress=progress and kind == "local",
                     method_module=get_method(s.method).__module__) for s in todo]
     bar = tqdm(total=len(specs), initial=counts["cached"], desc=f"grid {cfg.name}", unit="cell",
                disable=not progress, position=0, dynamic_ncols=True)

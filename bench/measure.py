@@ -1,6 +1,6 @@
 """What the benchmark reports about a model: MACs, params, latency, per-layer widths.
 
-MACs follow methods.md §0 (and Li et al. / the PLS code): conv + linear only, per image,
+MACs follow docs/methods.md §0 (and Li et al. / the PLS code): conv + linear only, per image,
 C_out * C_in/groups * k_h * k_w * H_out * W_out; BN, ReLU, pooling and biases excluded. They are
 counted with forward hooks on the real (physically pruned) model, never derived from masks.
 """
@@ -12,6 +12,8 @@ from typing import Sequence
 
 import torch
 from torch import nn
+
+from bench.utils import eval_mode
 
 
 def layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
@@ -32,15 +34,12 @@ def layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
     for name, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             hooks.append(m.register_forward_hook(hook(name)))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(example[:1])
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     return out
 
 

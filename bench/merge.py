@@ -1,4 +1,4 @@
-"""Merge surgery: collapse clusters of channels into one channel each (methods.md §0 `merge`, §3 step 3).
+"""Merge surgery: collapse clusters of channels into one channel each (docs/methods.md §0 `merge`, §3 step 3).
 
 A unit's clusters partition its output channels. For each cluster the first (lowest-index)
 channel is kept and becomes the cluster mean of the members' own entries (filter rows, biases,

@@ -20,8 +20,10 @@ from bench import probe as probe_module
 from bench.baselines import base_key, base_path
 from bench.config import GridConfig, RunSpec, TrainConfig
 from bench.datasets import DATASETS, resolve_data_dir
+from bench.plan_power import power_lines, stored_paired_sd
 from bench.probe import Probe, probe, probe_pruned
 from bench.registry import get_method
+from bench.report_repro import plan_lines
 from bench.runner import finetune_split
 from bench.training import default_device
 
@@ -66,6 +68,8 @@ class Plan:
     load: float = 0.0                          # 1-minute load average when probed (CPU)
     missing_data: dict[str, str] = field(default_factory=dict)   # dataset -> why its cells will skip
     notes: list[str] = field(default_factory=list)
+    # (dataset, model, variant) -> (paired sd in pp, n) of a finished primary comparison (bench.plan_power)
+    paired_sd: dict[tuple[str, str, str], tuple[float, int]] = field(default_factory=dict)
 
     @property
     def bases(self) -> dict[str, RunSpec]:
@@ -171,23 +175,12 @@ def finished_runs(cfg: GridConfig) -> dict[str, Finished]:
             return out
 
 
-def executor_threads(cfg: GridConfig, executor: str, workers: int) -> int:
-    """Torch threads a cell will run with: the current count in-process, the executor's share
-    otherwise (bench.grid.threads_per_worker)."""
-    import torch
-
-    from bench.grid import threads_per_worker
-
-    options = {k: v for k, v in cfg.executor.items() if k not in ("kind", "workers")}
-    return threads_per_worker(executor, workers, options) or torch.get_num_threads()
-
-
 def make_plan(cfg: GridConfig, *, device: str | None = None, probe_steps: int | None = None,
               executor: str = "local", workers: int = 1) -> Plan:
     if probe_steps is not None:
         probe_module.STEPS = probe_steps
     device = device or default_device()
-    threads = executor_threads(cfg, executor, workers) if device == "cpu" else 0
+    threads = cfg.threads if device == "cpu" else 0  # every executor runs a cell at the grid's threads
     probe_module.THREADS = threads  # methods' hooks price their work at the same threads
     specs = cfg.expand()
     done = finished_runs(cfg)
@@ -213,7 +206,8 @@ def make_plan(cfg: GridConfig, *, device: str | None = None, probe_steps: int | 
             base_cost[key] = s.pretrain.epochs * epoch_s(s, s.pretrain, p_pre) + test_size(s) * p_pre.forward_img_s
         cell_cost[s.run_id] = estimate_cell(s, p_pre, p_ft, _probes(s, "finetune", device, threads, pruned=True))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return Plan(cfg, specs, done, cached, probes, base_cost, cell_cost, device, threads, load, missing)
+    return Plan(cfg, specs, done, cached, probes, base_cost, cell_cost, device, threads, load, missing,
+                paired_sd=stored_paired_sd(cfg))
 
 
 def simulate_wall(plan: Plan, workers: int, kind: str) -> float:
@@ -242,7 +236,7 @@ def _h(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds / 60:.1f} min"
 
 
-def render(plan: Plan, *, executor: str, workers: int) -> str:
+def render(plan: Plan, *, executor: str, workers: int, mde_pp: float = 1.0) -> str:
     """The plan as text: grid, done, probe figures, remaining cost, estimate vs measured."""
     specs, bases = plan.specs, plan.bases
     lines = [f"plan {plan.cfg.name}: {len(specs)} cells, {len(bases)} distinct base checkpoints"]
@@ -297,6 +291,8 @@ def render(plan: Plan, *, executor: str, workers: int) -> str:
                  "copy, x the method's train_cost_factor; method extras from their cost hooks: extrapolated "
                  "from the probe)")
     lines += _compare(plan)
+    lines += plan_lines(plan.specs)  # which targets grade each published result (bench.report_repro)
+    lines += power_lines(plan.cfg, plan.paired_sd, mde_pp)  # n, MDE and seeds needed (bench.plan_power)
     return "\n".join(lines)
 
 

@@ -21,6 +21,8 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from bench.utils import eval_mode
+
 Pair = tuple[int, int]
 
 
@@ -80,11 +82,8 @@ def trace(model: nn.Module, example: torch.Tensor) -> tuple[fx.GraphModule, dict
     Nodes without a spatial output (after flatten, linear layers) get no entry.
     """
     gm = fx.symbolic_trace(model)
-    was_training = model.training
-    gm.eval()
-    with torch.no_grad():
+    with eval_mode(gm), torch.no_grad():
         ShapeProp(gm).propagate(example[:1].to(next(model.parameters()).device))
-    gm.train(was_training)
     modules = dict(gm.named_modules())
     geo: dict[str, Geometry] = {}
     for node in gm.graph.nodes:

@@ -1,24 +1,30 @@
 """`python -m bench report`: MLflow runs -> tidy frame -> tables, paired statistics, ranking,
 the reproduction check, figures, method-specific extras and an `index.md` opening with a verdict.
 
-One job per module: report_load (MLflow -> DataFrame), report_stats (statistics),
-report_tables (tables), report_repro (methods.md §7), report_figures / report_figures_stats
-(figures), report_index (the page). This module only wires them and writes the files. The
-harness knows no method by name: a plugin adds its own figures through `Method.report_extras`.
+One job per module: report_sources (stores and committed segments, merged without double
+counting), report_load (runs -> tidy DataFrame), report_stats (statistics), report_tables (tables),
+report_checks (failed preconditions), report_overlap (which channels variants removed),
+report_repro (docs/methods.md §7), report_figures / report_figures_stats (figures), report_index (the
+page). This module only wires them and writes the files. The harness knows no method by name: a
+plugin adds its own figures through `Method.report_extras`.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
+from bench.config import Design
 from bench.errors import BenchError
-from bench.report_index import fmt_list, index
-from bench.report_load import load_curves, load_runs, load_widths
+from bench.report_compare import ablation_comparisons, improvement, paired_comparisons
+from bench.report_index import index
+from bench.report_load import code_versions, load_widths, tidy
+from bench.report_overlap import overlap_markdown, overlap_pairs, overlap_table
 from bench.report_repro import reproduction, reproduction_latex, reproduction_markdown
-from bench.report_stats import ablation_comparisons, aggregate, paired_comparisons, pareto_table, ranking
+from bench.report_stats import aggregate, pareto_table, rankings
 from bench.report_tables import ablations_markdown, build_tables
 
 
@@ -48,52 +54,57 @@ def method_extras(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> list[P
     return files
 
 
-def build_report(results_dir: str | os.PathLike = "results", experiment: str | None = None,
-                 out: str | os.PathLike | None = None, uri: str | None = None,
-                 reference: str | None = None) -> ReportFiles:
-    """Read the runs, write tables (CSV/MD/TeX), figures (PNG/PDF) and index.md into `out`.
+def build_report(results_dirs: Sequence[str | os.PathLike] = ("results",), experiment: str | None = None,
+                 out: str | os.PathLike | None = None, reference: str | None = None,
+                 segments: Sequence[str | os.PathLike] = ()) -> ReportFiles:
+    """Read the runs of every store (`results_dirs`) and committed segment (`segments`), each cell
+    once, and write tables (CSV/MD/TeX), figures (PNG/PDF) and index.md into `out`.
 
     `reference`: the variant every other is compared with, paired over seeds; by default the one
     the grid's config named (`reference:`, kept as an experiment tag), else magnitude."""
     from bench import report_figures as rf
     from bench import report_figures_stats as rfs
-    from bench.tracking import Tracker, may_hold_runs
+    from bench.report_sources import merge, open_sources
 
-    if not (uri or may_hold_runs(results_dir)):
-        raise BenchError(f"no MLflow store at {Path(results_dir) / 'mlflow.db'}; pass the --results-dir a grid "
-                         "wrote to, or set MLFLOW_TRACKING_URI")
-    tracker = Tracker(results_dir, uri=uri)
-    if experiment and tracker.client.get_experiment_by_name(experiment) is None:
-        names = sorted(e.name for e in tracker.client.search_experiments())
-        raise BenchError(f"experiment '{experiment}' not found at {tracker.uri}; there: {fmt_list(names)}")
-    reference = reference or tracker.reference(experiment) or "magnitude"
-    runs = load_runs(tracker, experiment)
-    if runs.empty:
-        raise BenchError(f"no runs found at {tracker.uri}" + (f" in experiment '{experiment}'" if experiment else "")
-                         + "; run a grid first, e.g. python -m bench run configs/quick.yaml")
+    merged = merge(open_sources(results_dirs, segments), experiment)
+    where = ", ".join(f"`{s.label}`" for s in merged.sources)
+    reference = reference or merged.tag(experiment, "reference") or "magnitude"
+    if merged.frame.empty:
+        raise BenchError(f"no runs found in {where}; run a grid first, e.g. python -m bench run configs/quick.yaml")
+    runs = tidy(merged.frame)
     out = Path(out or Path("reports") / (experiment or "all"))
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(parents=True, exist_ok=True)
 
     summary = aggregate(runs)
     with_gpu = bool(runs[["speedup_gpu_b1_x", "speedup_gpu_b64_x"]].notna().any().any())
-    tables = build_tables(summary, runs, with_gpu)
+    design = Design.from_json(merged.tag(experiment, "design"))  # the grid's pre-registered analysis
+    paired = paired_comparisons(runs, reference, design)
+    tables = build_tables(summary, runs, with_gpu, paired)
     rep = reproduction(summary)
-    paired = paired_comparisons(runs, reference)
-    ablations = ablation_comparisons(runs)
-    rank = ranking(runs)
+    ablations = ablation_comparisons(runs, design)
+    ranks = rankings(runs, design)
+    gains = improvement(runs, reference, design)
     front = pareto_table(runs)
-    curves = load_curves(tracker, runs)
-    widths, no_widths = load_widths(tracker, runs)
+    curves = merged.curves(runs)
+    widths, no_widths = load_widths(merged, runs)
+    kept, no_kept = merged.artifacts(runs, "kept_channels.json")
+    overlap = overlap_table(overlap_pairs(runs, kept))
 
     keep = [c for c in runs.columns if "/" not in c]  # stepped metrics live in curves, not here
-    frames = {out / "runs.csv": runs[keep], out / "summary.csv": summary, out / "tables" / "paired.csv": paired,
-              out / "tables" / "pareto.csv": front}
-    if rank is not None:
-        frames[out / "tables" / "ranking.csv"] = rank.frame()
+    labels = [src.label for src in merged.sources]
+    frames = {out / "runs.csv": runs[keep].assign(source=[labels[int(i)] for i in runs["source"]]),
+              out / "summary.csv": summary, out / "tables" / "paired.csv": paired,
+              out / "tables" / "improvement.csv": gains,
+              out / "tables" / "pareto.csv": front, out / "tables" / "overlap.csv": overlap}
+    if ranks:
+        frames[out / "tables" / "ranking.csv"] = pd.concat([r.frame() for r in ranks.values()], ignore_index=True)
     for path, frame in frames.items():
         frame.to_csv(path, index=False)
     written = list(frames)
+    overlap_md = overlap_markdown(overlap, no_kept)
+    (out / "tables" / "overlap.md").write_text("# Which channels do variants remove?\n\n" + overlap_md)
+    written.append(out / "tables" / "overlap.md")
     if len(ablations):  # variants `X@label` next to their plain `X`: does each mechanism matter?
         ablations.to_csv(out / "ablations.csv", index=False)
         (out / "ablations.md").write_text(ablations_markdown(ablations))
@@ -111,13 +122,17 @@ def build_report(results_dir: str | os.PathLike = "results", experiment: str | N
 
     style = rf.Style.for_runs(runs)
     figures = rf.draw_all(runs, curves, widths, style)
-    figures.update(rfs.draw_all(rank, front, style))
+    figures.update(rfs.draw_all(ranks, front, style, paired))
     fig_paths = []
     for name, (fig, _) in figures.items():
         fig_paths += rf.save(fig, out / "figures" / name)
     extras = method_extras(runs, curves, out)
+    command = " ".join(["python -m bench report"] + (["--experiment", experiment] if experiment else [])
+                       + [f"--results-dir {d}" for d in results_dirs] + [f"--segments {s}" for s in segments])
+    made = [f"- Runs read from {where}."] + [f"- {n}" for n in merged.duplicates] + [f"- {code_versions(runs)}"]
     (out / "index.md").write_text(index(
-        runs=runs, tables=tables, rep=rep, paired=paired, ablations=ablations, rank=rank, reference=reference,
-        figures={k: c for k, (_, c) in figures.items()}, extras=extras, out=out, uri=tracker.uri,
-        experiment=experiment, no_widths=no_widths))
+        runs=runs, tables=tables, rep=rep, paired=paired, ablations=ablations, ranks=ranks, reference=reference,
+        design=design, improvement=gains,
+        figures={k: c for k, (_, c) in figures.items()}, extras=extras, out=out, command=command, made=made,
+        experiment=experiment, no_widths=no_widths, overlap=overlap_md))
     return ReportFiles(out, out / "index.md", written, fig_paths + extras)

@@ -3,14 +3,10 @@
 The tidy frame is the single source of every table, statistic and figure, so each number traces
 back to the runs it averages. Runs that did not finish stay in it (their cells show as missing).
 Rows are *variants* (`method@label`, or the plain method name): the `variant` column is the row
-name everywhere; `method` stays the plugin name.
+name everywhere; `method` stays the plugin name. Where the runs come from (stores, segments) is
+bench.report_sources.
 """
 from __future__ import annotations
-
-import json
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +15,9 @@ import pandas as pd
 KEYS = ["experiment", "dataset", "model", "target_kind", "target", "variant"]
 SETTING = ["experiment", "dataset", "model"]
 CELL = SETTING + ["target_kind", "target"]
+# The variant label of a method trained over its whole budget with no cut: the method's own
+# unpruned reference ("Δacc vs own unpruned"), e.g. `rls@no_prune`.
+NO_PRUNE = "no_prune"
 
 
 def tidy(frame: pd.DataFrame, experiment_names: dict[str, str] | None = None) -> pd.DataFrame:
@@ -41,10 +40,6 @@ def tidy(frame: pd.DataFrame, experiment_names: dict[str, str] | None = None) ->
     for c in ("acc_base", "acc_pruned", "acc_final", "acc_val_pruned", "acc_val_final"):
         df[f"{c}_pct"] = 100 * num(c)
     df["delta_acc_pp"] = df["acc_final_pct"] - df["acc_base_pct"]
-    # A method's own unpruned net (`Task.save_reference("<name>_unpruned")`, e.g. RLS): 2nd Δacc reference
-    own = [c for c in df.columns if c.startswith("acc_") and c.endswith("_unpruned")]
-    own_acc = pd.concat([num(c) for c in own], axis=1).bfill(axis=1).iloc[:, 0] if own else num("acc_own_unpruned")
-    df["delta_acc_own_pp"] = df["acc_final_pct"] - 100 * own_acc
     df["macs_reduction_pct"] = 100 * num("macs_reduction")
     df["params_reduction_pct"] = 100 * num("params_reduction")
     df["macs_speedup_x"] = num("macs_base") / num("macs_pruned")
@@ -61,49 +56,61 @@ def tidy(frame: pd.DataFrame, experiment_names: dict[str, str] | None = None) ->
         df[c] = df[c].fillna("?").astype(str)
     variant = df["variant"] if "variant" in df else pd.Series(None, index=df.index, dtype=object)
     df["variant"] = variant.where(variant.notna() & (variant.astype(str) != ""), df["method"]).astype(str)
+    df["delta_acc_own_pp"] = df["acc_final_pct"] - own_unpruned_pct(df)
     return df.sort_values(KEYS + ["seed"], kind="stable").reset_index(drop=True)
 
 
-def load_runs(tracker, experiment: str | None = None) -> pd.DataFrame:
-    """All runs of one experiment (or all experiments) as the tidy frame."""
-    frame = tracker.runs_frame(experiment)
-    names = {e.experiment_id: e.name for e in tracker.client.search_experiments()}
-    return tidy(frame, names)
+OWN_KEY = ["experiment", "dataset", "model", "method", "seed"]
 
 
-def load_curves(tracker, runs: pd.DataFrame) -> pd.DataFrame:
-    """Every stepped metric (a name with a `/`: `<phase>/val_acc` curves and whatever a plugin
-    logs under its own prefix) of the finished runs, in long form: mlflow_run_id, key, step,
-    value, timestamp (ms). Plugins read their own keys from it in `Method.report_extras`."""
-    rows = []
-    keys = [c for c in runs.columns if "/" in c]
-    for _, r in runs[runs["status"] == "done"].iterrows():
-        for key in keys:
-            if pd.isna(r.get(key)):
-                continue
-            for m in tracker.client.get_metric_history(r["mlflow_run_id"], key):
-                rows.append((r["mlflow_run_id"], key, int(m.step), float(m.value), int(m.timestamp)))
-    return pd.DataFrame(rows, columns=["mlflow_run_id", "key", "step", "value", "timestamp"])
+def own_unpruned_pct(df: pd.DataFrame) -> pd.Series:
+    """Per run, the final accuracy (%) of its method's `<method>@no_prune` run on the same
+    experiment, dataset, model and seed (the mean where it ran at several targets: it cuts nothing),
+    so Δacc vs own unpruned is paired by seed. NaN for the no_prune runs themselves and where none
+    finished: a net saved before the first cut (`acc_<method>_unpruned`) had less training than the
+    pruned one, so it measures training, not pruning, and is never used instead."""
+    own = df["method"] + "@" + NO_PRUNE
+    ref = df[(df["status"] == "done") & (df["variant"] == own)]
+    acc = ref.groupby(OWN_KEY)["acc_final_pct"].mean()
+    values = acc.reindex(pd.MultiIndex.from_frame(df[OWN_KEY])).to_numpy() if len(acc) else np.nan
+    return pd.Series(values, index=df.index, dtype=float).where(df["variant"] != own)
 
 
-def load_widths(tracker, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def lacking_own_reference(runs: pd.DataFrame) -> list[str]:
+    """Methods among `runs` that have an unpruned net of their own (they log
+    `acc_<method>_unpruned`, e.g. RLS, which trains from scratch) but no finished
+    `<method>@no_prune` run to measure Δacc vs own unpruned against."""
+    out = []
+    for method, g in runs.groupby("method", sort=True):
+        logged = f"acc_{method}_unpruned" in g and g[f"acc_{method}_unpruned"].notna().any()
+        if logged and not ((g["variant"] == f"{method}@{NO_PRUNE}") & (g["status"] == "done")).any():
+            out.append(method)
+    return out
+
+
+def load_widths(merged, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Per-layer widths from each finished run's `widths.json` artifact (long form), and the
-    run labels whose artifact could not be read (listed in index.md instead of failing)."""
-    rows, missing = [], []
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per run is noise
-    with tempfile.TemporaryDirectory() as tmp:
-        for _, r in runs[runs["status"] == "done"].iterrows():
-            rid = r["mlflow_run_id"]
-            try:
-                path = tracker.client.download_artifacts(rid, "widths.json", os.path.join(tmp, rid))
-                data = json.loads(Path(path).read_text())
-            except Exception as e:  # a run logged by an older harness, or a lost artifact store
-                missing.append(f"{run_label(r)}: {type(e).__name__}")
-                continue
-            for which in ("base", "pruned"):
-                for pos, (layer, w) in enumerate(data.get(which, {}).items()):
-                    rows.append((rid, which, layer, pos, float(w)))
+    run labels whose artifact could not be read (listed in index.md instead of failing).
+    `merged`: a bench.report_sources.Merged."""
+    found, missing = merged.artifacts(runs, "widths.json")
+    rows = [(rid, which, layer, pos, float(w)) for rid, data in found.items() for which in ("base", "pruned")
+            for pos, (layer, w) in enumerate(data.get(which, {}).items())]
     return pd.DataFrame(rows, columns=["mlflow_run_id", "which", "layer", "position", "width"]), missing
+
+
+def code_versions(runs: pd.DataFrame) -> str:
+    """The git commit(s) the finished runs' code came from and whether the checkout had local
+    changes (params `git_commit`, `git_dirty`), with how many runs each, so a number traces to its code."""
+    done = runs[runs["status"] == "done"]
+
+    def col(name: str) -> pd.Series:
+        return done[name] if name in done else pd.Series(None, index=done.index, dtype=object)
+
+    state = col("git_dirty").astype(str).str.lower().map({"false": "clean", "true": "uncommitted changes"})
+    pairs = pd.DataFrame({"commit": col("git_commit").fillna("").astype(str).str[:12], "state": state.fillna("")})
+    parts = [f"{n} runs with no commit recorded" if not c else f"git commit {c}" + (f" ({s})" if s else "")
+             + f": {n} runs" for (c, s), n in pairs.value_counts(sort=False).sort_index().items()]
+    return "Code of the finished runs: " + ("; ".join(parts) or "none finished") + "."
 
 
 def run_label(r) -> str:

@@ -1,15 +1,13 @@
-"""Statistics for the report, all from scipy.stats / scikit-posthocs / statsmodels.
+"""Aggregates, ranking and Pareto view for the report (scipy.stats / scikit-posthocs).
 
-Why paired: every variant of a (dataset, model, target) cell starts from the same base network
-per seed, so seed-to-seed base variation cancels in the per-seed difference. Three levels:
 - `aggregate`: mean, sample std (ddof=1), n and the 95 % t half-width per cell and variant;
-- `paired_comparisons`: each variant against a reference variant, paired over seeds (mean
-  difference, 95 % t CI, paired t-test, Wilcoxon where n allows), Holm-corrected over the
-  comparisons of one dataset x model table;
-- `ranking`: Friedman test over all blocks (cell x seed) with the Nemenyi post-hoc test and the
-  critical difference for the CD diagram.
-A difference is called significant only at the corrected p < ALPHA; everything else is "not
-distinguishable at n = ...", which is what the verdict says.
+- `rankings`: Friedman test with the Nemenyi post-hoc test and the critical difference for the
+  CD diagram, on independent blocks: one per base (dataset, seed), valued at the design's primary
+  contrast, per (dataset, model) and pooled. Blocks that shared a base (one per target of the same
+  seed) would count one base's luck several times;
+- `pareto_table`: the Pareto view.
+The paired comparisons and their verdicts are bench.report_compare's; the statistics of one
+comparison bench.report_power's.
 """
 from __future__ import annotations
 
@@ -20,11 +18,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.report_load import CELL, KEYS, SETTING
+from bench.config import Design
+from bench.report_checks import failed_checks
+from bench.report_compare import MEAN, primary_blocks
+from bench.report_load import KEYS, SETTING, target_label
+from bench.report_power import ALPHA
 
-ALPHA = 0.05
-# The smallest n whose exact two-sided Wilcoxon p can fall below 0.05 (2 / 2**6 = 0.031).
-WILCOXON_MIN_N = 6
+RANK_DIGITS = 2  # mean ranks and the CD, as the CSV, the diagram's labels and its title all show them
+POOLED = "pooled"
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ METRICS = [
     Metric("acc_base_pct", "Base acc (%)", r"Base acc (\%)", None, 2),
     Metric("acc_final_pct", "Final acc (%)", r"Final acc (\%)", "max", 2),
     Metric("delta_acc_pp", "Δacc (pp)", r"$\Delta$acc (pp)", "max", 2, signed=True),
-    # Against the method's own unpruned net (RLS: `acc_rls_unpruned`); shown only where logged.
+    # Against the method's own `<method>@no_prune` run, paired by seed (report_load.own_unpruned_pct);
+    # shown only where one ran.
     Metric("delta_acc_own_pp", "Δacc vs own unpruned (pp)", r"$\Delta$acc vs own unpruned (pp)", None, 2,
            signed=True),
     Metric("acc_val_final_pct", "Final val acc (%)", r"Final val acc (\%)", None, 2),
@@ -61,10 +63,6 @@ METRICS = [
 ]
 # Shown only where some run logged them (stores written before these existed stay readable).
 OPTIONAL_METRICS = {"acc_val_final_pct", "delta_acc_own_pp", "epochs_used"}
-# A method that scores some units by a fallback logs `<method>.fallback_share` (share of the removed
-# MACs the fallback decided); a run above this share is labelled in the tables.
-FALLBACK_SUFFIX = ".fallback_share"
-FALLBACK_MAJORITY = 0.5
 GPU_METRICS = {"speedup_gpu_b1_x", "speedup_gpu_b64_x"}
 # Aggregated as well (figures, reproduction check) but not table columns.
 EXTRA_AGG = ["acc_pruned_pct", "acc_val_pruned_pct", "macs_speedup_x", "params_speedup_x", "macs_pruned",
@@ -101,9 +99,7 @@ def aggregate(runs: pd.DataFrame, columns: Iterable[str] | None = None) -> pd.Da
         row["not_done"] = ", ".join(f"{n} {s}" for s, n in other.items())
         row["target_met"] = int(done["target_met"].fillna(0).sum()) if "target_met" in done else 0
         row["budget_over"] = int((done["budget_met"] == 0).sum()) if "budget_met" in done else 0
-        shares = [c for c in done.columns if c.endswith(FALLBACK_SUFFIX)]
-        share = done[shares].apply(pd.to_numeric, errors="coerce").max(axis=1) if shares else pd.Series(dtype=float)
-        row["fallback_majority"] = int((share > FALLBACK_MAJORITY).sum())
+        row["checks_failed"] = failed_checks(done)  # the method's own preconditions (bench.report_checks)
         row["method_mode"] = ",".join(sorted(set(g["method_mode"]) - {""}))
         for c in protocol:
             row[c] = ",".join(sorted({str(v) for v in g[c].dropna()}))
@@ -114,122 +110,17 @@ def aggregate(runs: pd.DataFrame, columns: Iterable[str] | None = None) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def _per_seed(done: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """seed x variant table of one cell's finished runs."""
-    return done.pivot_table(index="seed", columns="variant", values=metric, aggfunc="mean")
-
-
-def paired_test(a: Iterable[float], b: Iterable[float]) -> dict:
-    """a - b over paired observations: n, mean difference, 95 % t CI, paired t-test p and, from
-    n = 6 on, the Wilcoxon signed-rank p. Identical pairs give difference 0 and p = 1; a constant
-    non-zero difference gives p = 0 (the limit of the t-test as the spread goes to 0)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    ok = np.isfinite(a) & np.isfinite(b)
-    a, b = a[ok], b[ok]
-    d = a - b
-    out = {"n": len(d), "mean_diff": float(d.mean()) if len(d) else np.nan,
-           "ci_low": np.nan, "ci_high": np.nan, "p_t": np.nan, "p_wilcoxon": np.nan}
-    if len(d) < 2:
-        return out
-    if np.all(d == d[0]):  # no spread: t is 0/0 (identical runs, p = 1) or infinite (p = 0)
-        return {**out, "ci_low": float(d[0]), "ci_high": float(d[0]), "p_t": 1.0 if d[0] == 0 else 0.0,
-                "p_wilcoxon": np.nan if len(d) < WILCOXON_MIN_N else 1.0 if d[0] == 0 else float(
-                    stats.wilcoxon(a, b).pvalue)}
-    res = stats.ttest_rel(a, b)
-    ci = res.confidence_interval(0.95)
-    out.update(ci_low=float(ci.low), ci_high=float(ci.high), p_t=float(res.pvalue))
-    if len(d) >= WILCOXON_MIN_N:
-        out["p_wilcoxon"] = float(stats.wilcoxon(a, b).pvalue)
-    return out
-
-
-def holm(pvalues: Iterable[float]) -> np.ndarray:
-    """Holm-adjusted p-values (statsmodels); NaN entries stay NaN and are not counted."""
-    from statsmodels.stats.multitest import multipletests
-
-    p = np.asarray(list(pvalues), dtype=float)
-    out = np.full_like(p, np.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        out[ok] = multipletests(p[ok], alpha=ALPHA, method="holm")[1]
-    return out
-
-
-def verdict_word(n: int, mean_diff: float, p_adj: float) -> str:
-    if n < 2 or not np.isfinite(p_adj):
-        return f"not testable (n={n})"
-    if p_adj < ALPHA:
-        return "better" if mean_diff > 0 else "worse"
-    return f"not distinguishable at n={n}"
-
-
-PAIRED_COLUMNS = CELL + ["variant", "reference", "metric", "n", "mean_diff", "ci_low", "ci_high", "p_t", "p_wilcoxon"]
-
-
-def _pairs(runs: pd.DataFrame, metric: str, reference_of) -> pd.DataFrame:
-    """One paired test per cell and variant v whose `reference_of(v)` ran in the same cell (None: skip)."""
-    done = runs[runs["status"] == "done"]
-    rows = []
-    for cell, g in done.groupby(CELL, sort=True):
-        table = _per_seed(g, metric)
-        for v in table.columns:
-            ref = reference_of(v)
-            if ref is None or ref == v or ref not in table:
-                continue
-            pair = table[[v, ref]].dropna()
-            rows.append({**dict(zip(CELL, cell)), "variant": v, "reference": ref, "metric": metric,
-                         **paired_test(pair[v], pair[ref])})
-    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
-
-
-def _with_verdict(out: pd.DataFrame) -> pd.DataFrame:
-    out["verdict"] = [verdict_word(n, d, p) for n, d, p in zip(out["n"], out["mean_diff"], out["p_holm"])]
-    return out
-
-
-def paired_comparisons(runs: pd.DataFrame, reference: str = "magnitude", metric: str = "acc_final_pct") -> pd.DataFrame:
-    """Every variant against `reference` in each cell, paired over seeds (both finished), with
-    Holm correction over all comparisons of one (experiment, dataset, model) table. Cells without
-    the reference have no rows. Differences in the metric's units (pp for accuracies)."""
-    out = _pairs(runs, metric, lambda v: reference)
-    out["p_holm"] = np.nan
-    for _, g in out.groupby(SETTING, sort=False):
-        out.loc[g.index, "p_holm"] = holm(g["p_t"])
-    return _with_verdict(out)
-
-
-def ablation_comparisons(runs: pd.DataFrame, metric: str = "acc_final_pct") -> pd.DataFrame:
-    """Each variant `X@label` against its plain method `X` in every cell where both ran, paired
-    over seeds: does the mechanism the variant removes or changes matter? Holm correction over all
-    pairs of the table (one family of questions, whatever the cell)."""
-    out = _pairs(runs, metric, lambda v: v.split("@", 1)[0] if "@" in v else None)
-    out["p_holm"] = holm(out["p_t"])
-    return _with_verdict(out)
-
-
-def significant_best(cell_runs: pd.DataFrame, metric: str, better: str) -> str | None:
-    """The variant with the best mean in one cell, if a paired t-test over seeds says it beats
-    the runner-up (p < ALPHA); None otherwise (a tie, n < 2, or not significant)."""
-    table = _per_seed(cell_runs[cell_runs["status"] == "done"], metric).dropna(axis=1, how="all")
-    if table.shape[1] < 2:
-        return None
-    order = table.mean().sort_values(ascending=(better == "min"))
-    top, second = order.index[0], order.index[1]
-    if order.iloc[0] == order.iloc[1]:
-        return None
-    pair = table[[top, second]].dropna()
-    res = paired_test(pair[top], pair[second])
-    sign = 1 if better == "max" else -1
-    return top if res["p_t"] < ALPHA and sign * res["mean_diff"] > 0 else None
-
-
 @dataclass
 class Ranking:
-    """Friedman test + Nemenyi post-hoc over blocks (cell x seed) where every variant finished."""
+    """Friedman test + Nemenyi post-hoc over independent blocks (one per base: dataset x seed)
+    where every variant finished. Mean ranks and the CD are rounded to RANK_DIGITS, so every place
+    that shows them agrees."""
 
+    scope: str                      # "mnist / lenet5", or POOLED over the (dataset, model)s
+    contrast: str                   # what a block's value is: "MACs −50%", "mean over targets", ...
     metric: str
     blocks: int
-    mean_ranks: pd.Series          # 1 = best, ascending
+    mean_ranks: pd.Series           # 1 = best, ascending
     friedman_p: float
     nemenyi_p: pd.DataFrame | None  # variant x variant
     cd: float                       # critical difference of mean ranks (Nemenyi, ALPHA)
@@ -244,27 +135,33 @@ class Ranking:
         return [(a, b) for i, a in enumerate(names) for b in names[i + 1:] if self.nemenyi_p.loc[a, b] < ALPHA]
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame({"variant": self.mean_ranks.index, "mean_rank": self.mean_ranks.values,
-                             "blocks": self.blocks, "friedman_p": self.friedman_p, "cd": self.cd})
+        return pd.DataFrame({"scope": self.scope, "contrast": self.contrast, "variant": self.mean_ranks.index,
+                             "mean_rank": self.mean_ranks.values, "blocks": self.blocks,
+                             "friedman_p": self.friedman_p, "cd": self.cd})
 
 
-def ranking(runs: pd.DataFrame, metric: str = "acc_final_pct") -> Ranking | None:
-    """Rank variants by `metric` (higher is better) in every block = (cell, seed) where all of
-    them finished. None with fewer than 2 variants; p NaN (and a note) with < 3 variants or < 2
-    blocks, where the Friedman test is undefined."""
+def contrast_text(contrast: str) -> str:
+    """A design contrast for readers: "mean" -> "mean over targets", "macs:0.5" -> "MACs −50%"."""
+    if contrast == MEAN:
+        return "mean over targets"
+    kind, _, amount = contrast.partition(":")
+    return target_label(kind, float(amount))
+
+
+def rank_blocks(wide: pd.DataFrame, scope: str, contrast: str, metric: str) -> Ranking | None:
+    """Rank the columns of `wide` (one row per block, higher is better) in the blocks where all of
+    them have a value. None with fewer than 2 variants; p NaN (and a note) with < 3 variants or
+    < 2 blocks, where the Friedman test is undefined."""
     import scikit_posthocs as sp
 
-    done = runs[runs["status"] == "done"]
-    if done["variant"].nunique() < 2:
+    if wide.shape[1] < 2:
         return None
-    wide = done.pivot_table(index=CELL + ["seed"], columns="variant", values=metric, aggfunc="mean")
     full = wide.dropna()
-    ranks = full.rank(axis=1, ascending=False)
     k, n = full.shape[1], len(full)
-    mean_ranks = ranks.mean().sort_values()
+    mean_ranks = full.rank(axis=1, ascending=False).mean().round(RANK_DIGITS).sort_values(kind="stable")
     if k < 3 or n < 2:
         why = f"Friedman needs ≥ 3 variants and ≥ 2 complete blocks (have {k} and {n})"
-        return Ranking(metric, n, mean_ranks, np.nan, None, np.nan, len(wide) - n, why)
+        return Ranking(scope, contrast, metric, n, mean_ranks, np.nan, None, np.nan, len(wide) - n, why)
     try:
         p = float(stats.friedmanchisquare(*[full[c] for c in full.columns]).pvalue)
     except ValueError:  # every block ties completely
@@ -273,8 +170,24 @@ def ranking(runs: pd.DataFrame, metric: str = "acc_final_pct") -> Ranking | None
     nem = sp.posthoc_nemenyi_friedman(full.to_numpy())
     nem.index = nem.columns = list(full.columns)
     q = stats.studentized_range.ppf(1 - ALPHA, k, np.inf) / np.sqrt(2)
-    cd = float(q * np.sqrt(k * (k + 1) / (6 * n)))
-    return Ranking(metric, n, mean_ranks, p, nem.loc[mean_ranks.index, mean_ranks.index], cd, len(wide) - n)
+    cd = round(float(q * np.sqrt(k * (k + 1) / (6 * n))), RANK_DIGITS)
+    return Ranking(scope, contrast, metric, n, mean_ranks, p, nem.loc[mean_ranks.index, mean_ranks.index], cd,
+                   len(wide) - n)
+
+
+def rankings(runs: pd.DataFrame, design: Design | None = None, metric: str = "acc_final_pct") -> dict[str, Ranking]:
+    """scope -> Ranking by `metric` (higher is better): POOLED over every (dataset, model) first
+    when there are several, then each one. A block is one seed of one (dataset, model), valued at
+    the design's primary contrast (bench.report_compare.primary_blocks)."""
+    blocks = primary_blocks(runs, design, metric)
+    several_exps = len({s[0] for s in blocks}) > 1
+    scoped = {(f"{s[0]}: " if several_exps else "") + f"{s[1]} / {s[2]}": (contrast_text(c), t)
+              for s, (c, t) in blocks.items()}
+    if len(scoped) > 1:
+        pooled = pd.concat({k: t for k, (_, t) in scoped.items()}, names=["scope", "seed"])
+        scoped = {POOLED: ("primary contrast of each", pooled), **scoped}
+    out = {scope: rank_blocks(t, scope, c, metric) for scope, (c, t) in scoped.items()}
+    return {k: r for k, r in out.items() if r is not None}
 
 
 def pareto_front(cost: Iterable[float], value: Iterable[float]) -> np.ndarray:

@@ -29,7 +29,7 @@ from torch import nn
 from bench import baselines
 from bench.api import FullMethod, ScoreMethod, Target, Task
 from bench.config import RunSpec
-from bench.datasets import Data, load, normalize
+from bench.datasets import Data, TrainVal, load, normalize
 from bench.driver import achieved_reduction, prune_to_target
 from bench.errors import DataUnavailable
 from bench.measure import cost, count_macs, count_params, paired_latency_ms, widths
@@ -37,6 +37,7 @@ from bench.surgery import kept_channels
 from bench.registry import get_method
 from bench.tracking import STATUS_DONE, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_SKIPPED, RunLogger, Tracker
 from bench.training import default_device, evaluate, fit
+from bench.utils import atomic_write
 
 BUDGET_SLACK = 0.01  # epochs: rounding of images seen (drop_last) never flags a run as over budget
 
@@ -58,6 +59,7 @@ def run_one(spec: RunSpec, *, data_dir: str | None = None, results_dir: str | os
         return "cached"
     log = tracker.start(spec)
     workdir = Path(results_dir) / "runs" / spec.run_id
+    (workdir / "traceback.txt").unlink(missing_ok=True)  # an earlier attempt's: its run was just replaced
     stage = stage_dir(spec, workdir)
     try:
         record = execute(spec, log, data_dir=data_dir, results_dir=Path(results_dir), progress=progress)
@@ -176,9 +178,8 @@ class StagedReferences(dict):
             super().__setitem__(path.stem.removeprefix("reference-"), torch.load(path, weights_only=False))
 
     def __setitem__(self, key: str, model: nn.Module) -> None:
-        path = self.stage / f"reference-{key}.pt"
-        torch.save(model, path.with_suffix(".tmp"))
-        os.replace(path.with_suffix(".tmp"), path)
+        with atomic_write(self.stage / f"reference-{key}.pt") as tmp:
+            torch.save(model, tmp)
         super().__setitem__(key, model)
 
 
@@ -258,7 +259,7 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
     cls = get_method(spec.method)
     method = cls(**dict(spec.method_args))
     target = Target(spec.target_kind, spec.target, spec.pruning.tolerance)
-    visible = Data(data.info, data.train, data.val, None)  # nothing a method or hook can reach holds test
+    visible = TrainVal(data.info, data.train, data.val)  # nothing a method or hook can reach holds test
     trainer = _trainer(spec, visible, device, log, progress, stage)
     task = Task(spec=spec, data=visible, device=device, example=example,
                 logger=JournalLogger(log, stage / "journal.jsonl"), trainer=trainer, target=target)
@@ -283,16 +284,15 @@ def execute(spec: RunSpec, log: RunLogger, *, data_dir: str | None, results_dir:
             raise TypeError(f"{cls.__name__} must subclass ScoreMethod or FullMethod")
         # training time from before a kill counts; the rest of the phase was redone, and is timed now
         prune_time = time.perf_counter() - t0 + trainer.resumed_s
-        tmp = staged.with_suffix(".tmp")
-        torch.save({"model": pruned, "prune_time_s": prune_time, "curves": trainer.curves,
-                    "images_seen": task.images_seen, "checks": task.checks}, tmp)
-        os.replace(tmp, staged)
+        with atomic_write(staged) as tmp:
+            torch.save({"model": pruned, "prune_time_s": prune_time, "curves": trainer.curves,
+                        "images_seen": task.images_seen, "checks": task.checks}, tmp)
     pruned.to(device)
     acc_pruned = evaluate(pruned, data.test, data.info, device=device)[1]
     acc_val_pruned = evaluate(pruned, data.val, data.info, device=device)[1]  # for choices; test is reported only
 
     finetune_time = 0.0
-    # One budget per method (methods.md §0): the fine-tune epochs after the shared base, or pretrain +
+    # One budget per method (docs/methods.md §0): the fine-tune epochs after the shared base, or pretrain +
     # fine-tune for a method that trains from scratch. The harness fine-tunes only a method that asks
     # (needs_finetune), with what its pruning phase left of the budget (rounds, a full method's training).
     budget = spec.finetune.epochs + (0 if cls.needs_pretrained else spec.pretrain.epochs)

@@ -18,6 +18,7 @@ import torch_pruning as tp
 from torch import nn
 
 from bench.measure import count_params, layer_macs
+from bench.utils import eval_mode
 
 
 @dataclass
@@ -43,12 +44,9 @@ def output_layer(model: nn.Module) -> str:
 
 
 def _graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
-    was_training = model.training
-    model.eval()
-    with torch.enable_grad():  # tp traces through autograd; a plugin may call task.units under no_grad
-        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example[:1], verbose=False)
-    model.train(was_training)
-    return dg
+    # tp traces through autograd; a plugin may call task.units under no_grad
+    with eval_mode(model), torch.enable_grad():
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example[:1], verbose=False)
 
 
 def find_units(model: nn.Module, example: torch.Tensor, *, include_coupled: bool = True,

@@ -171,6 +171,9 @@ def _row(run, exp_id: str) -> dict[str, Any]:
     }
     row.update({k: v for k, v in params.items() if k.startswith("pruning.")})  # the protocol, for the report
     row.update({k: params[k] for k in ("git_commit", "git_dirty", "threads") if k in params})  # provenance
+    if "test_subset" in params:  # the test split's size sets the accuracy's resolution (report_compare)
+        row["test_subset"] = params["test_subset"]
+    row.update({k: v for k, v in params.items() if k.startswith("check.")})  # a precondition's rule, for footnotes
     # method options become columns (arg.mode, arg.strategy, ...) so results of variants stay apart
     row.update({f"arg.{k[len('method_args.'):]}": v for k, v in params.items() if k.startswith("method_args.")})
     row.update(metrics)

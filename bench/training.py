@@ -20,19 +20,20 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bench.config import TrainConfig
-from bench.datasets import Data, DatasetInfo, Split, batches
+from bench.datasets import Data, DatasetInfo, Split, TrainVal, batches
 from bench.errors import DivergenceError
 from bench.interrupts import raise_pending
+from bench.utils import atomic_write, eval_mode
 
 
 @dataclass
 class FitContext:
-    """Mutable state a hook may read and change. `data.test` is always None."""
+    """Mutable state a hook may read and change. `data` holds train and validation only."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
     cfg: TrainConfig
-    data: Data
+    data: TrainVal
     device: str
     epoch: int = 0
     step: int = 0
@@ -119,9 +120,8 @@ def _save_checkpoint(path: Path, ctx: "FitContext", hooks: Sequence["Hook"], gen
         state = {"model": ctx.model, "optimizer": ctx.optimizer.state_dict(), "epoch": ctx.epoch + 1,
                  "history": ctx.history, "gen": gen.get_state(), "rng": _rng_state(), "seconds": seconds,
                  "hooks": [h.state_dict() if hasattr(h, "state_dict") else None for h in hooks]}
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            torch.save(state, tmp)
     finally:
         if detach:
             ctx.optimizer.attach_hooks()
@@ -183,18 +183,16 @@ def on_device(split: Split, device: str) -> Split:
 def evaluate(model: nn.Module, split: Split, info: DatasetInfo, *, device: str = "cpu",
              batch_size: int = 1000, loss: str = "ce", precision: str = "fp32") -> tuple[float, float]:
     """(mean loss, top-1 accuracy) of `model` on `split`."""
-    was = model.training
-    model.eval().to(device)
     fn = loss_fn(loss)
     total_loss, correct, n = 0.0, 0, 0
-    for x, y in batches(on_device(split, device), info, batch_size, device=device):
-        with autocast(device, precision):
-            out = model(x).float()
-        total_loss += float(fn(out, y)) * len(y)
-        correct += int((out.argmax(1) == y).sum())
-        n += len(y)
-        raise_pending()
-    model.train(was)
+    with eval_mode(model.to(device)):
+        for x, y in batches(on_device(split, device), info, batch_size, device=device):
+            with autocast(device, precision):
+                out = model(x).float()
+            total_loss += float(fn(out, y)) * len(y)
+            correct += int((out.argmax(1) == y).sum())
+            n += len(y)
+            raise_pending()
     return total_loss / max(n, 1), correct / max(n, 1)
 
 
@@ -204,7 +202,7 @@ def _set_lr(opt: torch.optim.Optimizer, factor: float) -> None:
         g["lr"] = g["base_lr"] * factor
 
 
-def fit(model: nn.Module, data: Data, cfg: TrainConfig, *, seed: int, epochs: int | None = None,
+def fit(model: nn.Module, data: Data | TrainVal, cfg: TrainConfig, *, seed: int, epochs: int | None = None,
         hooks: Sequence[Hook] = (), make_optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None,
         loss: str = "ce", device: str | None = None, desc: str = "train", progress: bool = True,
         checkpoint: str | os.PathLike | None = None) -> FitResult:
@@ -231,8 +229,9 @@ def fit(model: nn.Module, data: Data, cfg: TrainConfig, *, seed: int, epochs: in
         resumed_s, hook_states = state["seconds"], state["hooks"]
     model.to(device)
     # Hooks see train and validation only: the test split is for the reported numbers.
-    ctx = FitContext(model=model, optimizer=make_optimizer(model), cfg=cfg, data=Data(data.info, data.train, data.val, None),
-                     device=device, make_optimizer=make_optimizer, history=history)
+    ctx = FitContext(model=model, optimizer=make_optimizer(model), cfg=cfg,
+                     data=TrainVal(data.info, data.train, data.val), device=device, make_optimizer=make_optimizer,
+                     history=history)
     if start_epoch:
         ctx.optimizer.load_state_dict(state["optimizer"])
     n_train = len(data.train)

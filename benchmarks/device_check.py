@@ -132,7 +132,8 @@ def paper_cell_config(results_dir: Path, data: str, precision: str, *, train_sub
     pre = dataclasses.replace(entry.pretrain, epochs=epochs, precision=precision)
     ft = dataclasses.replace(entry.finetune, epochs=epochs, precision=precision)
     cfg.datasets = [dataclasses.replace(entry, models=[model], pretrain=pre, finetune=ft,
-                                        train_subset=train_subset, test_subset=test_subset)]
+                                        train_subset=train_subset, test_subset=test_subset, seeds=None,
+                                        targets=None)]  # the grid's first target and seed 0 only
     cfg.methods = {method: cfg.methods[method]}
     cfg.seeds, cfg.targets = [0], cfg.targets[:1]
     cfg.name = f"device_check_{precision}"

@@ -6,7 +6,11 @@ A hook times from the end of the first step (warm-up: kernels, allocator) to the
 last, synchronising the GPU, so the figure is steady-state training, augmentation included, and
 excludes the validation pass. Pixel values do not change a step's cost, so the data are random
 uint8 tensors of the dataset's shape: no dataset needed.
-Run: python benchmarks/train_throughput.py [--device cuda] [--models lenet5,vgg11] [--json out.json]
+On CPU, whether bf16 autocast pays off depends on the vector units: with AMX or AVX512-BF16 it
+can beat fp32, without them it emulates bf16 and is several times slower. The header names the
+features this CPU has (bench.cpu), beside the figures measured on it; --threads sets the torch
+threads (a grid cell runs at the grid's `threads`, 1 by default).
+Run: python benchmarks/train_throughput.py [--device cuda] [--models lenet5,vgg11] [--threads 1] [--json out.json]
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import hardware  # noqa: E402
 from bench import models  # noqa: E402
 from bench.config import TrainConfig  # noqa: E402
+from bench.cpu import FEATURES, cpu_features  # noqa: E402
 from bench.datasets import DATASETS, Data, Split  # noqa: E402
 from bench.training import FitContext, Hook, default_device, fit  # noqa: E402
 
@@ -109,6 +114,13 @@ def render(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def features_line() -> str:
+    """The bf16-relevant CPU features present, and those missing, in one line."""
+    have = cpu_features()
+    missing = [f for f in FEATURES.values() if f not in have]
+    return f"{', '.join(have) or 'none'}" + (f" (no {', '.join(missing)})" if missing else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
@@ -116,9 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=None, help="steps per fit (default: 50 on cuda, 8 on cpu)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's, every core)")
     p.add_argument("--json", help="also write the figures to this file")
     a = p.parse_args(argv)
     device = a.device or default_device()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     steps = a.steps or (50 if device.startswith("cuda") else 8)
     cases = [c.strip() for c in a.models.split(",") if c.strip()]
     unknown = [c for c in cases if c not in CASES]
@@ -127,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     gpu = f", {torch.cuda.get_device_name(device)}" if device.startswith("cuda") else ""
     print(f"# fp32 vs bf16 training throughput (bench.training.fit, synthetic data) on {device}{gpu}; "
           f"median of {a.repeats} interleaved repeats of {steps} steps; {hardware()}")
+    print(f"# CPU features: {features_line()}")
     rows = [compare(c, batch=a.batch, steps=steps, repeats=a.repeats, device=device) for c in cases]
+    for r in rows:
+        r.update(threads=torch.get_num_threads(), cpu_features=cpu_features())
     print(render(rows))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

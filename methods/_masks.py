@@ -1,4 +1,4 @@
-"""Foreground regions for Map-EX (methods.md §6): in input pixels, and carried onto a feature-map grid.
+"""Foreground regions for Map-EX (docs/methods.md §6): in input pixels, and carried onto a feature-map grid.
 
 Kept apart from the method because the geometry is reusable and testable on its own: a region is
 bool [N, H, W] over input pixels; `grid_mask` turns it into the cells of a map whose geometry
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from bench.api import Geometry, trace
+from bench.api import Geometry, eval_mode, trace
 from methods._fx import activation_node
 
 STROKE_THRESHOLD = 0.5  # §6: MNIST foreground = pixels above 0.5 on [0, 1]
@@ -67,14 +67,11 @@ def gradcam_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, percentile:
     if not convs:
         raise ValueError("Grad-CAM needs a conv layer; the model has none")
     node, _ = activation_node(gm, layer or convs[-1].target)
-    was = model.training
-    gm.eval()
     rec = Recorder(gm, {node.name})
-    with torch.enable_grad():
+    with eval_mode(gm), torch.enable_grad():
         logits = rec.run(x)
         act = rec.out[node.name]
         grad, = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), act)
-    model.train(was)
     cam = F.relu((grad.mean((2, 3), keepdim=True) * act).sum(1, keepdim=True)).detach()
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False).flatten(1)
     thr = torch.quantile(cam, percentile / 100.0, dim=1, keepdim=True)

@@ -1,4 +1,4 @@
-"""Recursive-least-squares (RLS) optimizer for conv / linear networks (methods.md §1).
+"""Recursive-least-squares (RLS) optimizer for conv / linear networks (docs/methods.md §1).
 
 Each conv (groups=1) and linear layer is treated as a linear map  y = Wᵀu  from an input row u
 (a conv's unfolded k_h·k_w·C_in patch, a linear layer's input vector) to its outputs. The layer
@@ -8,7 +8,7 @@ P as a matrix-valued learning rate. For a single linear layer under ½Σ‖e‖�
 size 1 this is classical RLS exactly. Parameters RLS does not cover (BN γ/β, biases unless
 `bias_in_p`, grouped convs) take a momentum-SGD step.
 
-Provenance (methods.md tags): that RLS keeps one P per layer as a matrix learning rate, the
+Provenance (docs/methods.md tags): that RLS keeps one P per layer as a matrix learning rate, the
 average approximation, and the forgetting factor are [A] (abstracts of arXiv 2109.03220 and
 2201.04813). The equations below are a standard-RLS reconstruction [X]; so are the guards
 (symmetrise, diagonal clamp), the `exact` mode, the CE scaling and the first-order fallback.

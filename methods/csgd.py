@@ -1,4 +1,4 @@
-"""Centripetal SGD (Ding et al., CVPR 2019, arXiv 1904.03837; methods.md §3).
+"""Centripetal SGD (Ding et al., CVPR 2019, arXiv 1904.03837; docs/methods.md §3).
 
 1. Widths: one uniform width fraction for all units, the one whose analytic cost
    (`bench.surgery.CostModel`) is nearest the grid target; if channel rounding leaves it outside
@@ -73,7 +73,7 @@ from torch import nn
 from bench.api import (FitContext, FullMethod, Hook, Range, Target, Task, TrainConfig, Unit, check_clusters,
                        cluster_labels, lr_factor, register)
 
-PAPER_EPSILON = 3e-3     # methods.md §3, ResNet-56 / CIFAR-10 (official csgd/do_csgd.py, `src56`)
+PAPER_EPSILON = 3e-3     # docs/methods.md §3, ResNet-56 / CIFAR-10 (official csgd/do_csgd.py, `src56`)
 PAPER_BIAS_FACTOR = 0.1  # official: BN γ (and β, conv bias) at 0.1·ε
 SHRINK = 100.0           # the contraction matched against the paper, on the spread's norm
 LOSSLESS = 1e-3          # merge_lossless: max relative within-cluster spread just before the merge
@@ -255,7 +255,7 @@ class _Tied:
 
 
 class Centripetal(Hook):
-    """The C-SGD gradient transform (methods.md §3 step 2) plus convergence logging."""
+    """The C-SGD gradient transform (docs/methods.md §3 step 2) plus convergence logging."""
 
     def __init__(self, tied: list[_Tied], log: Callable[[str, float, int], None], log_every: int = 20):
         self.tied = tied

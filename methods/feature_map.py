@@ -1,4 +1,4 @@
-"""Feature-representation pruning, "Map-EX" (Ge, Lu, Gao 2021; methods.md §6, reconstruction [X]).
+"""Feature-representation pruning, "Map-EX" (Ge, Lu, Gao 2021; docs/methods.md §6, reconstruction [X]).
 
 A filter earns its place by responding more on the object than on the background. For every
 prunable conv unit, a per-image foreground region (input pixels) is carried onto the unit's
@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.api import ConfigError, Geometry, Range, ScoreMethod, Split, Task, register, trace
+from bench.api import ConfigError, Geometry, Range, ScoreMethod, Split, Task, eval_mode, register, trace
 from methods._fx import activation_node
 from methods._masks import (RULES, STROKE_THRESHOLD, Recorder, boxes_mask, center_mask, gradcam_mask, grid_mask,
                             stroke_mask)
@@ -214,9 +214,8 @@ class FeatureMap(ScoreMethod):
         for p in probes.values():
             by_node.setdefault(p.node, []).append(p)
 
-        was = model.training
-        gm.eval()  # gm shares its submodules with model: this switches model's BN to eval too
-        with torch.no_grad():
+        # gm shares its submodules with model: this switches model's BN to eval too
+        with eval_mode(gm), torch.no_grad():
             for i in range(0, len(images), self.batch_size):
                 x = task.normalize(images.x[i:i + self.batch_size]).to(device)
                 rec = Recorder(gm, set(by_node))
@@ -225,7 +224,6 @@ class FeatureMap(ScoreMethod):
                 for name, ps in by_node.items():
                     for p in ps:
                         _reduce(p, rec.out[name], reg, rules, self.min_bg)
-        model.train(was)
 
         scores: dict[str, torch.Tensor] = {}
         notes: dict[str, str] = {}

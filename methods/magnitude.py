@@ -1,4 +1,4 @@
-"""L1-norm filter pruning (Li et al., ICLR 2017, arXiv 1608.08710; methods.md §5a).
+"""L1-norm filter pruning (Li et al., ICLR 2017, arXiv 1608.08710; docs/methods.md §5a).
 
 Score of filter j = sum of |weights| over its C_in*k*k kernel. For a residual group (coupled
 units) the L1 norms of all member layers' filters are summed, so the group keeps one decision.

@@ -1,4 +1,4 @@
-"""PLS + VIP filter pruning (Jordao et al., arXiv 1810.07610; methods.md §2; code arturjordao/PruningNeuralNetworks).
+"""PLS + VIP filter pruning (Jordao et al., arXiv 1810.07610; docs/methods.md §2; code arturjordao/PruningNeuralNetworks).
 
 A filter matters when it helps a linear latent model predict the class. Per round (the harness
 repeats score -> cut -> fine-tune for `pruning.rounds` = the paper's K iterations):
@@ -44,9 +44,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.api import Range, ScoreMethod, Task, Unit, output_layer, register
+from bench.api import Range, ScoreMethod, Task, Unit, eval_mode, output_layer, register
 
-PAPER_ROUNDS = 8  # methods.md §2: K iterations; README row ResNet-56 / CIFAR-10 at 52.56 % FLOPs = iteration 8
+PAPER_ROUNDS = 8  # docs/methods.md §2: K iterations; README row ResNet-56 / CIFAR-10 at 52.56 % FLOPs = iteration 8
 
 
 def vip(x_scores: np.ndarray, x_weights: np.ndarray, y_loadings: np.ndarray) -> np.ndarray:
@@ -104,10 +104,8 @@ def collect_features(model: nn.Module, layers: Sequence[str], batches: Iterable[
         return fn
 
     handles = [modules[name].register_forward_hook(hook(name)) for name in layers]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             for xb, yb in batches:
                 if row[1] >= n:
                     break
@@ -117,7 +115,6 @@ def collect_features(model: nn.Module, layers: Sequence[str], batches: Iterable[
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     return x[:row[1]], y[:row[1]], cols
 
 

@@ -1,4 +1,4 @@
-"""Try-and-learn RL pruning agents (Huang, Zhou, You, Neumann, WACV 2018, arXiv 1801.07365; methods.md §4).
+"""Try-and-learn RL pruning agents (Huang, Zhou, You, Neumann, WACV 2018, arXiv 1801.07365; docs/methods.md §4).
 
 One agent per prunable unit. The agent reads the unit's filters (weights reshaped
 N x (C_in*k*k)) and outputs one keep probability per filter; REINFORCE with a mean-reward
@@ -7,7 +7,7 @@ psi = (b - drop) / b and phi = log(N / kept); drop = accuracy loss in percentage
 fixed validation subset, measured by *masking* the unit's output channels (after BN). Final
 action: keep filters with p > 0.5; that share of removed filters is the agent's allocation.
 
-Choices the paper does not fix or that this suite adds ([X] in methods.md):
+Choices the paper does not fix or that this suite adds ([X] in docs/methods.md):
 - Agent: a shared row-wise MLP over the (RMS-normalised) filters plus a free per-filter offset,
   instead of the suggested CNN + FC over the N x D array. Both let every filter get its own
   probability; the row-wise MLP is permutation-equivariant and shape-agnostic in N. Adam.

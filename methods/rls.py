@@ -1,4 +1,4 @@
-"""RLS training + pruning (Yu et al., arXiv 2201.04813; Applied Intelligence 2023; methods.md §1).
+"""RLS training + pruning (Yu et al., arXiv 2201.04813; Applied Intelligence 2023; docs/methods.md §1).
 
 The network trains from scratch with the RLS optimizer (`methods/_rls_optim.py`: one inverse
 input-autocorrelation P per conv/linear layer used as a matrix learning rate). After
@@ -22,7 +22,7 @@ adaptive total amount. Ours [X]: every equation and default below, namely
   the final net (trained at the target width until the budget ends) is returned.
   `mode='adaptive'` (the paper): cut at every recovery, ignore the target; at the end return the
   last net that met the criterion (`rollback`).
-- the recovery test uses the validation split, never test data (methods.md §1 pitfalls).
+- the recovery test uses the validation split, never test data (docs/methods.md §1).
 - raw-input pruning (the paper's FNN features) is not offered: the harness feeds fixed-shape
   images, so the first layer's input channels are never cut.
 
@@ -375,7 +375,7 @@ class PruneOnRecovery(Hook):
 
 @register
 class RLSPrune(FullMethod):
-    """Options (all [X] defaults, see the module docstring and methods.md §1):
+    """Options (all [X] defaults, see the module docstring and docs/methods.md §1):
     mode target|adaptive; loss ce|mse; lr (η), lam (λ), alpha (α, P₀ = αI), bias_in_p (null: per
     loss, LOSS_DEFAULTS); update average|exact;
     epochs_before_prune (E₀); ratio (r, per unit per cut); criterion val_loss|val_acc;
@@ -422,7 +422,7 @@ class RLSPrune(FullMethod):
 
         def make(model: nn.Module) -> RLS:
             # G is the gradient of the *summed* loss; the suite's MSE is mean-over-batch Σe², so ½
-            # turns it into classical RLS's ½Σ‖e‖² (methods.md §1 step 4).
+            # turns it into classical RLS's ½Σ‖e‖² (docs/methods.md §1).
             return RLS(model, self.lr, lam=self.lam, alpha=self.alpha, mode=self.update, bias_in_p=self.bias_in_p,
                        sum_scale=0.5 if self.loss == "mse" else 1.0, first_order_lr=self.sgd_lr or cfg.lr,
                        momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,

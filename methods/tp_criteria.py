@@ -19,7 +19,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from bench.api import Range, ScoreMethod, Task, register
+from bench.api import Range, ScoreMethod, Task, eval_mode, register
 
 Scope = Literal["group", "outputs"]
 Reduction = Literal["mean", "sum", "max", "prod", "first"]
@@ -41,12 +41,10 @@ class _TpCriterion(ScoreMethod):
         units = task.units(model)
         modules = dict(model.named_modules())
         names = {m: n for n, m in modules.items()}
-        was_training = model.training
-        model.eval()  # tracing, like the harness's surgery, sees inference-mode BN
-        with torch.enable_grad():  # tp traces through autograd
+        # tracing, like the harness's surgery, sees inference-mode BN; tp traces through autograd
+        with eval_mode(model), torch.enable_grad():
             graph = tp.DependencyGraph().build_dependency(
                 model, example_inputs=task.example[:1].to(next(model.parameters()).device), verbose=False)
-        model.train(was_training)
         self.prepare(model, task)
         imp = self.importance()
         scores = {}
@@ -114,14 +112,11 @@ class TpTaylor(_TpCriterion):
         self.scope, self.reduction, self.batches, self.batch_size = scope, reduction, batches, batch_size
 
     def prepare(self, model: nn.Module, task: Task) -> None:
-        was_training = model.training
-        model.eval()
         model.zero_grad(set_to_none=True)
-        with torch.enable_grad():
+        with eval_mode(model), torch.enable_grad():
             for x, y in task.batches("train", self.batch_size, shuffle=True,
                                      limit=self.batches * self.batch_size):
                 nn.functional.cross_entropy(model(x), y).backward()
-        model.train(was_training)
 
     def importance(self):
         return tp.importance.GroupTaylorImportance(group_reduction=self.reduction, normalizer=None)

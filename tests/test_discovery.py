@@ -30,12 +30,7 @@ class Shiny(ScoreMethod):
 
 
 def test_a_method_of_an_installed_distribution_is_discovered_by_its_entry_point(tmp_path):
-    (tmp_path / "shiny_plugin.py").write_text(PLUGIN)
-    dist = tmp_path / "shiny_plugin-0.1.dist-info"  # what pip writes for an installed distribution
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: shiny-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[prunebench.methods]\nshiny = shiny_plugin:Shiny\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    env = installed(tmp_path, "shiny_plugin", "shiny = shiny_plugin:Shiny", "shiny_plugin", PLUGIN)
     out = subprocess.run([sys.executable, "-m", "bench", "methods"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -47,10 +42,42 @@ def test_a_method_of_an_installed_distribution_is_discovered_by_its_entry_point(
     assert "shiny_from_entry_point" not in plain.stdout
 
 
+def installed(tmp_path: Path, name: str, entry_points: str, module: str = "", text: str = "") -> dict[str, str]:
+    """The environment of a process that has distribution `name` installed (what pip writes)."""
+    if module:
+        (tmp_path / f"{module}.py").write_text(text)
+    dist = tmp_path / f"{name}-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[prunebench.methods]\n{entry_points}\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+
+
+def test_a_broken_entry_point_is_one_warning_and_breaks_no_other_method(tmp_path):
+    env = installed(tmp_path, "broken_plugin", "broken = broken_plugin:Broken", "broken_plugin",
+                    "import no_such_module\n")
+    out = subprocess.run([sys.executable, "-m", "bench", "methods"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.splitlines() == [
+        "warning: entry point 'broken = broken_plugin:Broken' of broken_plugin 0.1 failed to load: "
+        "ModuleNotFoundError: No module named 'no_such_module'; fix or uninstall that package"]
+    names = [line.split()[0] for line in out.stdout.splitlines() if not line.startswith(" ")]
+    assert {"magnitude", "random"} <= set(names) and "broken" not in names
+    # a grid may still name it: its options pass, and only building it (in its cells) fails
+    probe = ("from bench.registry import get_method\n"
+             "cls = get_method('broken')\n"
+             "cls.validate_args({'any': 1})\n"
+             "try:\n    cls(any=1)\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.startswith("MethodUnavailable entry point 'broken = broken_plugin:Broken'"), out.stderr
+
+
 @pytest.mark.parametrize("kind, options, allowed", [
-    ("pool", {"bogus": 1}, "workers, threads, gpu_ids"),
-    ("local", {"gpus_per_run": 1}, "workers, threads"),
-    ("ray", {"cpu_per_run": 1}, "workers, threads, address, cpus_per_run, gpus_per_run"),
+    ("pool", {"bogus": 1}, "workers, gpu_ids"),
+    ("local", {"gpus_per_run": 1}, "workers"),
+    ("ray", {"cpu_per_run": 1}, "workers, address, cpus_per_run, gpus_per_run"),
 ])
 def test_unknown_executor_options_fail_naming_the_allowed_ones(kind, options, allowed):
     key = next(iter(options))

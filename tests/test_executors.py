@@ -145,16 +145,75 @@ def test_pool_pins_each_worker_to_its_own_gpu(tmp_path):
     assert sorted(status for _, status in pool.run(jobs)) == ["3", "5"]
 
 
-def test_threads_per_worker_shares_the_cores_and_rejects_bad_values():
-    from bench.grid import threads_per_worker
+def timed_cell(job) -> tuple[float, float]:
+    """Pool cell: (start, end) wall times. A cell with a `meet` folder waits (up to 60 s) there
+    until two cells have arrived, so two cells the pool runs at once are seen to overlap."""
+    start = time.time()
+    if job.meet:
+        Path(job.meet, str(os.getpid())).touch()
+        while len(os.listdir(job.meet)) < 2 and time.time() < start + 60:
+            time.sleep(0.02)
+    else:
+        time.sleep(0.3)
+    return start, time.time()
 
-    cores = os.cpu_count()
-    assert threads_per_worker("local", 1, {}) == 0  # torch's default: every core
-    assert threads_per_worker("pool", 2, {}) == max(1, cores // 2)
-    assert threads_per_worker("pool", 2, {"threads": 3}) == 3
-    assert threads_per_worker("ray", 8, {"cpus_per_run": 4}) == 4
-    with pytest.raises(config.ConfigError, match="executor.threads"):
-        threads_per_worker("pool", 2, {"threads": 0})
+
+def test_pool_runs_at_most_its_limit_at_once_and_more_once_it_grows(tmp_path):
+    """The adaptive pool asks `limit()` before each submission: cells never outnumber it, and
+    freed cores are used by the cells still waiting."""
+    from types import SimpleNamespace
+
+    from bench.executors import PoolExecutor
+
+    pool = PoolExecutor(workers=2, gpu_ids=[], cell=timed_cell)
+    done: dict[int, tuple[float, float]] = {}
+    pool.limit = lambda: 1 if len(done) < 2 else 2  # "busy" for the first two cells, then a core frees up
+    jobs = [SimpleNamespace(i=i, meet=str(tmp_path) if i >= 2 else None) for i in range(4)]
+    for job, times in pool.run(jobs):
+        done[job.i] = times
+    assert done[0][1] <= done[1][0] or done[1][1] <= done[0][0]  # one at a time
+    assert max(done[2][0], done[3][0]) < min(done[2][1], done[3][1])  # side by side
+    assert max(done[0][1], done[1][1]) <= min(done[2][0], done[3][0])
+
+
+def test_default_pool_follows_the_cpu_and_fixed_workers_do_not(monkeypatch):
+    from bench import executors
+
+    monkeypatch.setattr(executors, "usable_cpus", lambda: 4)
+    adaptive = executors.make_executor("pool", gpu_ids=[], threads=2)
+    assert adaptive.load is not None and adaptive.workers == 2  # at most 4 cores // 2 threads
+    monkeypatch.setattr(executors, "free_slots", lambda load, threads, most: 1)
+    assert adaptive.limit() == 1
+    fixed = executors.make_executor("pool", gpu_ids=[], workers=3, threads=2)
+    assert fixed.load is None and fixed.limit() == 3
+    assert executors.make_executor("pool", gpu_ids=["0", "1"]).workers == 2  # one per GPU, not adaptive
+
+
+def test_threads_are_a_grid_setting_not_an_executor_option():
+    from bench.executors import check_options
+
+    with pytest.raises(config.ConfigError, match=r"executor.threads: .*top level"):
+        check_options("pool", {"threads": 2})
+
+
+def test_run_cell_runs_at_the_specs_threads_and_restores_the_callers(monkeypatch):
+    import dataclasses
+
+    import torch
+
+    from bench import runner, tracking
+    from bench.config import RunSpec
+    from bench.executors import CellJob, run_cell
+
+    spec = RunSpec(method="magnitude", dataset="mnist", model="lenet5", seed=0, target_kind="macs", target=0.5)
+    seen = []
+    monkeypatch.setattr(runner, "run_one", lambda spec, **kw: seen.append(torch.get_num_threads()) or "done")
+    monkeypatch.setattr(tracking, "Tracker", lambda *a, **kw: None)
+    before = torch.get_num_threads()
+    for threads in (1, 2):
+        job = CellJob(dataclasses.replace(spec, threads=threads), None, "unused", "unused")
+        assert run_cell(job) == "done"
+    assert seen == [1, 2] and torch.get_num_threads() == before
 
 
 def test_cli_workers_override_the_configs_instead_of_clashing(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Map-EX feature-representation pruning (methods.md §6): receptive fields, masks, scores."""
+"""Map-EX feature-representation pruning (docs/methods.md §6): receptive fields, masks, scores."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Absolute MACs and parameter counts against numbers derived by hand (methods.md §0: conv and
+"""Absolute MACs and parameter counts against numbers derived by hand (docs/methods.md §0: conv and
 linear only, C_out * C_in * k_h * k_w * H_out * W_out per image; params include BN and biases)."""
 import pytest
 import torch

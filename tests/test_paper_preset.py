@@ -43,7 +43,8 @@ def shrunk(entry: config.DatasetEntry, model: tuple, results: Path, data_dir: Pa
            include_coupled: bool | None = None) -> config.GridConfig:
     cfg = config.load(REPO / "configs" / "paper.yaml")
     tiny = {"epochs": 1, "batch_size": 16}
-    cfg.datasets = [dataclasses.replace(entry, models=[model], train_subset=SUBSET, test_subset=SUBSET,
+    # targets=None: the dataset's own targets (CIFAR-10's paper-row targets) give way to the largest grid one below
+    cfg.datasets = [dataclasses.replace(entry, models=[model], train_subset=SUBSET, test_subset=SUBSET, targets=None,
                                         pretrain=dataclasses.replace(entry.pretrain, **tiny),
                                         finetune=dataclasses.replace(entry.finetune, **tiny))]
     cfg.methods = {m: _small_args(m, a) for m, a in cfg.methods.items()}

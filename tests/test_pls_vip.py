@@ -1,4 +1,4 @@
-"""PLS+VIP filter pruning (methods.md §2): VIP formula, feature collection, scores, global threshold."""
+"""PLS+VIP filter pruning (docs/methods.md §2): VIP formula, feature collection, scores, global threshold."""
 from __future__ import annotations
 
 import weakref

@@ -1,5 +1,5 @@
-"""A new method's test (the README's template): its scores or model on a real Task, then one smoke
-grid through the whole harness. Copy it and import your class instead of the two examples."""
+"""A new method's test (the template of docs/plugins.md): its scores or model on a real Task, then
+one smoke grid through the whole harness. Copy it and import your class instead of the two examples."""
 from pathlib import Path
 
 import pytest

@@ -12,6 +12,7 @@ from scipy import stats
 
 from bench import report_figures as rf
 from bench import report_load, report_repro, report_stats, report_tables
+from bench.report_compare import paired_comparisons
 from bench.tracking import RESULT_COLUMNS
 
 
@@ -62,9 +63,10 @@ def test_groups_without_finished_runs_stay_as_missing_cells():
     assert mag["delta_acc_pp_mean"] == pytest.approx(96.5 - 98.0)
 
 
-def test_best_value_is_bold_only_when_a_paired_test_separates_it_from_the_runner_up():
-    # b beats a on every seed by 2 pp (noise 0.1 pp): bold; its fine-tune time is lower on every seed too.
-    # At target 0.3, c and a differ by noise only, and a lone seed of d is never "best".
+def test_accuracy_is_bold_only_where_the_verdict_against_the_reference_says_better():
+    # b beats a on every seed by 2 pp (noise 0.1 pp): its accuracies are bold; its fine-tune time is lower on
+    # every seed too, but no verdict speaks for time, so it is not. At target 0.3, c and a differ by noise
+    # only, and a lone seed of d is never "best".
     noise = [0.0, 0.001, -0.001]
     runs = fake_runs(
         [{"method": "a", "seed": s, "acc_final": 0.95 + e, "finetune_time_s": 9.0 + s} for s, e in enumerate(noise)]
@@ -73,12 +75,15 @@ def test_best_value_is_bold_only_when_a_paired_test_separates_it_from_the_runner
         + [{"method": "a", "seed": s, "target": 0.3, "acc_final": 0.96 + e} for s, e in enumerate(noise)]
         + [{"method": "c", "seed": s, "target": 0.3, "acc_final": 0.96 - e} for s, e in enumerate(noise)]
         + [{"method": "d", "target": 0.7, "acc_final": 0.99}, {"method": "a", "target": 0.7, "acc_final": 0.5}])
-    table = report_tables.build_tables(report_stats.aggregate(runs), runs, with_gpu=False)[0]
+    paired = paired_comparisons(runs, "a")
+    assert set(paired.loc[paired["variant"] == "b", "verdict"]) == {"better"}
+    table = report_tables.build_tables(report_stats.aggregate(runs), runs, with_gpu=False, paired=paired)[0]
     best = table.csv_frame().set_index(["target", "variant"])["best"]
-    assert set(best[(0.5, "b")].split(";")) >= {"acc_final_pct", "delta_acc_pp", "total_time_s"}
+    assert set(best[(0.5, "b")].split(";")) == {"acc_final_pct", "delta_acc_pp"}
     assert best[(0.5, "a")] == ""
-    assert best[(0.3, "a")] == best[(0.3, "c")] == ""  # not distinguishable: nothing bold
+    assert best[(0.3, "a")] == best[(0.3, "c")] == ""  # inconclusive: nothing bold
     assert best[(0.7, "d")] == ""  # n = 1 cannot be tested
+    assert report_tables.build_tables(report_stats.aggregate(runs), runs, with_gpu=False)[0].best == {}
     assert r"\textbf{97.00" in table.latex() and r"\toprule" in table.latex()
     assert "**97.00 ± 0.05**" in table.markdown()
 
@@ -101,7 +106,8 @@ def test_reproduction_checks_only_full_size_comparable_runs():
     assert rep.loc["VGG-16-A / CIFAR-10", "result"] == "not covered"  # width 0.25 is not the paper's VGG-16
     assert "not in the suite" in rep.loc["ResNet-50 / ImageNet (it=10)", "note"]
     assert rep.loc["ResNet-110-B / CIFAR-10", "result"] == "not covered"
-    assert set(rep.loc[rep["ref"].isin(["1", "1j", "4", "6"]), "result"]) == {"not checked"}
+    assert set(rep.loc[rep["ref"].isin(["1", "1j", "6"]), "result"]) == {"not checked"}
+    assert rep.loc["VGG-16 / CIFAR-10", "note"] == "no finished runs of RL agent"  # Huang et al., as quoted
 
     far = fake_runs([{"method": "magnitude", "dataset": "cifar10", "model": "resnet56", "target": 0.5,
                       "macs_reduction": 0.5}])
@@ -150,6 +156,10 @@ def test_report_writes_tables_figures_and_index(smoke):
     assert "![tradeoff](figures/tradeoff.png)" in index and "8 runs (4 done, 4 skipped)" in index
     rep = pd.read_csv(out / "tables" / "reproduction.csv")
     assert set(rep["result"]) <= {"not covered", "not checked"}  # LeNet-5 on MNIST matches no paper row
+    # every finished run recorded its kept channels: magnitude and random compared on both seeds
+    overlap = pd.read_csv(out / "tables" / "overlap.csv")
+    assert overlap[["variant_a", "variant_b", "n"]].values.tolist() == [["magnitude", "random", 2]]
+    assert "## Which channels do variants remove?" in index and "- Code of the finished runs: git commit " in index
 
 
 @pytest.mark.slow
@@ -185,16 +195,16 @@ def test_table_numbers_equal_the_mlflow_metrics(smoke):
 
 @pytest.mark.slow
 def test_tradeoff_figure_has_one_line_per_method(smoke):
-    from bench.report_load import load_runs
-    from bench.tracking import Tracker
+    from bench.report_load import tidy
+    from bench.report_sources import merge, open_sources
 
     cfg, _ = smoke
-    runs = load_runs(Tracker(cfg.results_dir), "smoke")
+    runs = tidy(merge(open_sources([cfg.results_dir]), "smoke").frame)
     fig = rf.tradeoff(runs, rf.Style.for_runs(runs))
     mnist = next(ax for ax in fig.axes if ax.get_title().startswith("mnist"))
     labels = [ln.get_label() for ln in mnist.get_lines() if isinstance(ln, Line2D)]
-    assert sorted(lab for lab in labels if not lab.startswith("_") and "base" not in lab) == ["magnitude", "random"]
-    assert mnist.get_xlabel() == "MACs reduction (%)" and "accuracy (%)" in mnist.get_ylabel()
+    assert sorted(lab for lab in labels if not lab.startswith("_") and "base" not in lab) == ["L1 magnitude", "Random"]
+    assert mnist.get_xlabel() == "MACs reduction (%)" and mnist.get_ylabel() == "Δ top-1 test accuracy vs base (pp)"
     svhn = next(ax for ax in fig.axes if ax.get_title().startswith("svhn"))
     assert "no finished runs" in svhn.texts[0].get_text() and "4 skipped" in svhn.texts[0].get_text()
 
@@ -266,3 +276,108 @@ def test_rls_prune_events_come_from_the_plugins_report_extras_hook(tmp_path):
     assert RLSPrune.report_extras(empty, tmp_path / "none") == [] and not (tmp_path / "none").exists()
     from bench.api import ScoreMethod
     assert ScoreMethod.report_extras(runs, tmp_path) == []  # the default hook writes nothing
+
+
+def test_pls_vip_vgg16_rows_are_graded_by_the_variant_that_runs_their_rounds():
+    """The README's VGG-16 rows (K = 5 at -67.25 %, K = 9 at -90.66 % FLOPs) beside the plain K = 8:
+    `pls_vip@it5` with 5 global rounds grades the K = 5 row; the plain pls_vip at that target does not."""
+    common = {"method": "pls_vip", "dataset": "cifar10", "model": "vgg", "target": 0.65, "macs_reduction": 0.66,
+              "acc_base": 0.93, "acc_final": 0.935, "pruning.ranking": "global"}
+    runs = fake_runs([{**common, "variant": "pls_vip@it5", "pruning.rounds": "5"},
+                      {**common, "pruning.rounds": "8"}])
+    rep = report_repro.reproduction(report_stats.aggregate(runs))
+    row = rep[rep["paper_setting"] == "VGG-16 / CIFAR-10 (it=5)"]
+    assert row["variant"].tolist() == ["pls_vip@it5"] and row["result"].tolist() == ["pass"]  # +0.50 vs +0.63 pp
+    assert row["paper_delta_pp"].iloc[0] == 0.63 and row["paper_flops_red_pct"].iloc[0] == 67.25
+    k9 = rep.set_index("paper_setting").loc["VGG-16 / CIFAR-10 (it=9)"]
+    assert (k9["paper_delta_pp"], k9["paper_flops_red_pct"]) == (-1.50, 90.66) and k9["result"] == "not covered"
+
+
+def test_paper_preset_has_a_target_for_every_gradable_paper_row():
+    """`bench plan configs/paper.yaml` names the target that grades each paper row; the rows no
+    target can grade (ImageNet, ResNet-110, no published numbers) say why."""
+    from bench import config
+
+    lines = report_repro.plan_lines(config.load("configs/paper.yaml").expand())
+    assert lines[0].startswith(f"paper rows (methods.md §7): 7 of {len(report_repro.PAPER_RESULTS)} graded")
+    graded = [line for line in lines[1:] if ": graded by " in line]
+    assert len(graded) == 7
+    assert any("VGG-16 / CIFAR-10 (it=5), −67.25 % FLOPs: graded by pls_vip@it5 at MACs −65%" in g for g in graded)
+    assert any("RL agent: VGG-16 / CIFAR-10, −64.7 % FLOPs: graded by rl_agent at MACs −65%" in g for g in graded)
+    rest = [line for line in lines[1:] if ": graded by " not in line]
+    assert all(("imagenet is not in the suite" in r or "no resnet110" in r or "not gradable" in r) for r in rest)
+
+
+def test_failed_preconditions_are_footnoted_with_their_check_values_and_rule():
+    lossy = [{"method": "csgd", "variant": "csgd@literal_eps", "seed": s, "check.merge_lossless": v,
+              "check.merge_lossless.passed": 0.0, "check.merge_lossless.rule": "relative spread ≤ 1e-3",
+              "preconditions_met": 0.0} for s, v in enumerate((0.47, 0.561, 0.5))]
+    fine = [{"method": "csgd", "seed": s, "check.merge_lossless": 1e-5, "check.merge_lossless.passed": 1.0,
+             "check.merge_lossless.rule": "relative spread ≤ 1e-3", "preconditions_met": 1.0} for s in range(3)]
+    runs = fake_runs(lossy + fine + [{"method": "magnitude", "seed": s} for s in range(3)])
+    table = report_tables.build_tables(report_stats.aggregate(runs), runs, with_gpu=False)[0]
+    md = table.markdown()
+    assert "| csgd@literal_eps ✗1 |" in md and "| csgd |" in md and "✗2" not in md
+    assert ("✗1 Precondition failed (csgd@literal_eps, MACs −50%): merge_lossless failed in 3/3 runs "
+            "(value 0.47–0.56; rule relative spread ≤ 1e-3).") in md
+    assert r"csgd@literal\_eps$^{\times 1}$" in table.latex() and "†" not in md
+    csv = table.csv_frame().set_index("variant")["checks_failed"]
+    assert csv["csgd"] == "" and csv["csgd@literal_eps"].startswith("merge_lossless failed in 3/3 runs")
+
+
+def test_own_unpruned_reference_is_the_no_prune_run_of_the_same_seed():
+    """Δacc vs own unpruned = final − `rls@no_prune`'s final on the same seed (any target); without
+    a no_prune run it is missing and the table says so, never the net saved before the first cut."""
+    no_prune = {0: 0.90, 1: 0.92}
+    runs = fake_runs([{"method": "rls", "variant": "rls@no_prune", "seed": s, "target": 0.3, "acc_final": a}
+                      for s, a in no_prune.items()]
+                     + [{"method": "rls", "seed": s, "acc_final": 0.95 - s / 100, "acc_rls_unpruned": 0.5}
+                        for s in no_prune]
+                     + [{"method": "magnitude", "seed": 0}])
+    own = runs.set_index(["variant", "seed"])["delta_acc_own_pp"]
+    assert own[("rls", 0)] == pytest.approx(5.0) and own[("rls", 1)] == pytest.approx(2.0)
+    assert np.isnan(own[("rls@no_prune", 0)]) and np.isnan(own[("magnitude", 0)])
+    assert report_load.lacking_own_reference(runs) == []
+
+    alone = fake_runs([{"method": "rls", "seed": s, "acc_rls_unpruned": 0.5} for s in (0, 1)])
+    assert alone["delta_acc_own_pp"].isna().all() and report_load.lacking_own_reference(alone) == ["rls"]
+    table = report_tables.build_tables(report_stats.aggregate(alone), alone, with_gpu=False)[0]
+    assert "No finished `rls@no_prune` run here" in table.markdown()
+
+
+def test_code_versions_name_each_commit_with_its_state_and_count():
+    runs = fake_runs([{"method": "magnitude", "seed": s, "git_commit": "0123456789abcdef", "git_dirty": d}
+                      for s, d in enumerate(("false", "false", "true"))] + [{"method": "random"}]
+                     + [{"method": "random", "seed": 1, "status": "skipped", "git_commit": "fedcba"}])  # not counted
+    assert report_load.code_versions(runs) == (
+        "Code of the finished runs: 1 runs with no commit recorded; git commit 0123456789ab (clean): 2 runs; "
+        "git commit 0123456789ab (uncommitted changes): 1 runs.")
+
+
+def test_channel_overlap_of_a_hand_made_pair():
+    """Base widths conv 4, conv 6, fc 10 (never cut). A keeps conv0 {0, 1} and conv1 {0, 1, 2}: it
+    removes (0, 2), (0, 3), (1, 3), (1, 4), (1, 5). B keeps conv0 {1, 2}, conv1 {0, 1, 2, 3}: it removes
+    (0, 0), (0, 3), (1, 4), (1, 5). Shared 3 of the 6 removed by either: 0.5. Chance: per layer
+    k_a k_b / n = 2·2/4 + 3·2/6 = 2 expected shared of 5 + 4 − 2 = 7: 2/7."""
+    from bench import report_overlap as ro
+
+    widths = {"conv0": 4, "conv1": 6, "fc": 10}
+    a = {"base_widths": widths, "kept": {"conv0": [0, 1], "conv1": [0, 1, 2]}}
+    b = {"base_widths": widths, "kept": {"conv0": [1, 2], "conv1": [0, 1, 2, 3]}}
+    ra, w = ro.removed_channels(a)
+    rb, _ = ro.removed_channels(b)
+    assert ro.jaccard(ra, rb) == pytest.approx(0.5) and ro.chance_jaccard(ra, rb, w) == pytest.approx(2 / 7)
+    # through the report: seed 1 chooses identically (1.0), so the mean over seeds is 0.75; a run that
+    # removed nothing (no_prune) is left out
+    runs = fake_runs([{"method": "rls", "variant": "rls@no_p", "seed": 0}, {"method": "rls", "seed": 0},
+                      {"method": "rls", "variant": "rls@no_p", "seed": 1}, {"method": "rls", "seed": 1},
+                      {"method": "rls", "variant": "rls@no_prune", "seed": 1}])
+    ids = runs.set_index(["variant", "seed"])["mlflow_run_id"]
+    kept = {ids[("rls@no_p", 0)]: a, ids[("rls", 0)]: b, ids[("rls@no_p", 1)]: a, ids[("rls", 1)]: a,
+            ids[("rls@no_prune", 1)]: {"base_widths": widths, "kept": {}}}
+    table = ro.overlap_table(ro.overlap_pairs(runs, kept))
+    row = table.iloc[0]
+    assert len(table) == 1 and (row["variant_a"], row["variant_b"], row["n"]) == ("rls", "rls@no_p", 2)
+    assert row["jaccard_mean"] == pytest.approx(0.75) and row["jaccard_sd"] == pytest.approx(np.std([0.5, 1], ddof=1))
+    md = ro.overlap_markdown(table, ["x: KeyError"])
+    assert "| rls | 0.75 ± 0.35 (" in md and "| | rls@no_p |" in md and "(left out): x: KeyError" in md

@@ -1,4 +1,4 @@
-"""RL pruning agent (methods.md §4): reward shape, no empty layers, masking = surgery, learning, budget."""
+"""RL pruning agent (docs/methods.md §4): reward shape, no empty layers, masking = surgery, learning, budget."""
 from __future__ import annotations
 
 import types
