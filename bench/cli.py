@@ -28,8 +28,8 @@ def _seeds(text: str) -> list[int]:
 
 def cmd_methods(args) -> int:
     """One line per method, then its options (type, allowed values, default), indented."""
-    from bench.options import options
-    from bench.registry import get_method, method_names
+    from bench.core.options import options
+    from bench.core.registry import get_method, method_names
 
     for name in method_names():
         cls = get_method(name)
@@ -42,8 +42,8 @@ def cmd_methods(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from bench import config
-    from bench.grid import run_grid
+    from bench.run import config
+    from bench.run.grid import run_grid
 
     cfg = config.load(args.config)
     cfg = config.override(cfg, methods=args.methods, datasets=args.datasets, seeds=args.seeds, targets=args.targets)
@@ -76,7 +76,7 @@ def unfinished_cells(cfg) -> list[str]:
     """One line per failed or skipped cell of `cfg`: its reason, and where its traceback is."""
     from pathlib import Path
 
-    from bench.tracking import Tracker
+    from bench.run.tracking import Tracker
 
     ids = {s.run_id for s in cfg.expand()}
     df = Tracker(cfg.results_dir).runs_frame()
@@ -113,7 +113,7 @@ def _stores(args) -> list[str]:
 
 
 def cmd_results(args) -> int:
-    from bench.report_sources import merge, open_sources
+    from bench.report.sources import merge, open_sources
 
     merged = merge(open_sources(_stores(args), args.segments or []), args.experiment)
     labels = [src.label for src in merged.sources]
@@ -142,7 +142,7 @@ def cmd_results(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from bench.report import build_report
+    from bench.report.build import build_report
 
     files = build_report(_stores(args), experiment=args.experiment, out=args.out, reference=args.reference,
                          segments=args.segments or [])
@@ -152,7 +152,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from bench.report_sources import export
+    from bench.report.sources import export
 
     out = export(args.results_dir, args.experiment, args.out)
     print(f"segment: {out} (commit it; build reports from it with --segments)", file=sys.stderr)
@@ -170,9 +170,10 @@ def _sources_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_plan(args) -> int:
-    from bench import config
-    from bench.grid import DEFAULT_EXECUTOR, default_workers
-    from bench.plan import make_plan, render
+    from bench.report.plan_power import forecast_lines
+    from bench.run import config
+    from bench.run.grid import DEFAULT_EXECUTOR, default_workers
+    from bench.run.plan import make_plan, render
 
     cfg = config.load(args.config)
     cfg = config.override(cfg, methods=args.methods, datasets=args.datasets, seeds=args.seeds, targets=args.targets)
@@ -180,8 +181,9 @@ def cmd_plan(args) -> int:
         cfg.results_dir = args.results_dir
     kind = args.executor or cfg.executor.get("kind", DEFAULT_EXECUTOR)
     workers = args.workers or cfg.executor.get("workers") or default_workers(kind, cfg.threads)
-    print(render(make_plan(cfg, probe_steps=args.probe_steps, executor=kind, workers=workers),
-                 executor=kind, workers=workers, mde_pp=args.mde))
+    costs = render(make_plan(cfg, probe_steps=args.probe_steps, executor=kind, workers=workers),
+                   executor=kind, workers=workers)
+    print("\n".join([costs, *forecast_lines(cfg, args.mde)]))
     return 0
 
 
@@ -279,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
 def _load_methods(plugins: list[str]) -> None:
     """Load the --plugins, then warn once per installed entry point that failed to load (its cells
     fail; the other methods run)."""
-    from bench import registry
+    from bench.core import registry
 
     if plugins:
         registry.add_plugins(plugins)

@@ -33,10 +33,10 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.core.probe import torch_threads  # noqa: E402
+from bench.run.cpu import CpuLoad, usable_cpus  # noqa: E402
 from benchmarks._common import REPO, data_dir, hardware  # noqa: E402
 from benchmarks.train_throughput import compare, features_line, render  # noqa: E402
-from bench.cpu import CpuLoad, usable_cpus  # noqa: E402
-from bench.probe import torch_threads  # noqa: E402
 
 METHODS = "magnitude,random,feature_map,tp_taylor"
 # dataset -> (model, training images, pretrain epochs, fine-tune epochs); mnist: a seconds-long check

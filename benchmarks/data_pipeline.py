@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+from bench.core import datasets  # noqa: E402
 from benchmarks._common import data_dir, hardware, median_time  # noqa: E402
-from bench import datasets  # noqa: E402
 
 N, BATCH = 10000, 128
 
@@ -46,7 +46,7 @@ def main() -> None:
     print(f"# CIFAR-10 pipeline, {N} images, batch {BATCH}, augmented; median of 3; {hardware()}")
     t_ours = median_time(ours, 3)
     print(f"{'pipeline':<40} {'img/s':>9} {'ours / it':>10}")
-    print(f"{'in-memory tensors (bench.datasets)':<40} {N / t_ours:>9.0f} {'':>10}")
+    print(f"{'in-memory tensors (bench.core.datasets)':<40} {N / t_ours:>9.0f} {'':>10}")
     for workers in (0, 2):
         loader = torch.utils.data.DataLoader(PILCifar(x, y, tf), batch_size=BATCH, shuffle=True, num_workers=workers)
 

@@ -33,11 +33,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.core.datasets import DATASETS  # noqa: E402
+from bench.run import config  # noqa: E402
+from bench.run.config import GridConfig  # noqa: E402
 from benchmarks import train_throughput  # noqa: E402
 from benchmarks._common import REPO, data_dir, hardware  # noqa: E402
-from bench import config  # noqa: E402
-from bench.config import GridConfig  # noqa: E402
-from bench.datasets import DATASETS  # noqa: E402
 
 SMOKE, PAPER = REPO / "configs" / "smoke.yaml", REPO / "configs" / "paper.yaml"
 PAPER_METRICS = ("acc_base", "acc_final", "prune_time_s", "finetune_time_s", "macs_reduction",
@@ -143,7 +143,7 @@ def paper_cell_config(results_dir: Path, data: str, precision: str, *, train_sub
 
 def run_records(cfg: GridConfig) -> list[dict]:
     """Status, label, logged device, error and metrics of every run of `cfg`'s experiment."""
-    from bench.tracking import Tracker
+    from bench.run.tracking import Tracker
 
     tracker = Tracker(cfg.results_dir)
     exp = tracker.client.get_experiment_by_name(cfg.name)
@@ -158,7 +158,8 @@ def run_records(cfg: GridConfig) -> list[dict]:
 # ---------------------------------------------------------------- parts
 def cpu_part(scratch: Path, *, steps: int, repeats: int, probe_steps: int) -> dict:
     """fp32 vs bf16 throughput of LeNet-5 on the CPU, and `bench plan`'s probe of the smoke grid."""
-    from bench.plan import make_plan, render
+    from bench.report.plan_power import forecast_lines
+    from bench.run.plan import make_plan, render
 
     t = time.perf_counter()
     tp = train_throughput.compare("lenet5", batch=64, steps=steps, repeats=repeats, device="cpu")
@@ -171,7 +172,8 @@ def cpu_part(scratch: Path, *, steps: int, repeats: int, probe_steps: int) -> di
     total = sum(plan.base_cost.values()) + sum(c.train_s + c.eval_s + c.extra_s for c in plan.cell_cost.values())
     return {"throughput": [tp], "plan": {"cells": len(plan.specs), "bases": len(plan.bases), "probes": probes,
                                          "estimate_s": total,
-                                         "text": render(plan, executor="local", workers=1)},
+                                         "text": "\n".join([render(plan, executor="local", workers=1),
+                                                            *forecast_lines(cfg)])},
             "seconds": time.perf_counter() - t}
 
 
@@ -200,8 +202,8 @@ def _stage(out: dict, name: str, budget: Budget, fn) -> None:
 
 
 def gpu_part(scratch: Path, data: str, a: argparse.Namespace) -> dict:
-    from bench.executors import PoolExecutor, visible_gpus
-    from bench.grid import run_grid
+    from bench.run.executors import PoolExecutor, visible_gpus
+    from bench.run.grid import run_grid
 
     budget = Budget(a.budget_s)
     gpu = torch.cuda.get_device_name(0)

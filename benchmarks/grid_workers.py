@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.run import config  # noqa: E402
+from bench.run.grid import run_grid  # noqa: E402
 from benchmarks._common import REPO, data_dir, hardware  # noqa: E402
-from bench import config  # noqa: E402
-from bench.grid import run_grid  # noqa: E402
 
 SETUPS = {"1 worker x 2 threads": (1, 2, True), "1 worker x 1 thread": (1, 1, True),
           "2 workers x 1 thread": (2, 1, True), "start-up: 2 workers, no data": (2, 1, False)}

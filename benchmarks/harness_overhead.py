@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+from bench.core import datasets, models  # noqa: E402
+from bench.core.spec import TrainConfig  # noqa: E402
+from bench.core.training import fit, sgd  # noqa: E402
 from benchmarks._common import data_dir, hardware, median_time  # noqa: E402
-from bench import datasets, models  # noqa: E402
-from bench.config import TrainConfig  # noqa: E402
-from bench.training import fit, sgd  # noqa: E402
 
 STEPS, BATCH = 40, 128
 CASES = [("mnist", "lenet5", {}), ("cifar10", "vgg", {"depth": 11, "width": 0.25}), ("cifar10", "resnet20", {})]

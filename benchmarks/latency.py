@@ -15,13 +15,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import hardware  # noqa: E402
-from bench import models  # noqa: E402
 from bench.api import Target  # noqa: E402
-from bench.config import PruningConfig  # noqa: E402
-from bench.driver import prune_to_target  # noqa: E402
-from bench.measure import count_macs, paired_latency_ms  # noqa: E402
-from bench.surgery import find_units  # noqa: E402
+from bench.core import models  # noqa: E402
+from bench.core.driver import prune_to_target  # noqa: E402
+from bench.core.measure import count_macs, paired_latency_ms  # noqa: E402
+from bench.core.spec import PruningConfig  # noqa: E402
+from bench.core.surgery import find_units  # noqa: E402
+from benchmarks._common import hardware  # noqa: E402
 from methods.magnitude import filter_l1  # noqa: E402
 
 ARCHS = [("lenet5", {}, 1, 28), ("vgg", {"depth": 11, "width": 0.25}, 3, 32), ("resnet20", {}, 3, 32)]
@@ -63,7 +63,7 @@ def main() -> None:
     if not runs:
         print(f"# no finished runs under {args.results_dir}/runs: run `tox -e quick` for the per-method part")
         return
-    from bench.tracking import Tracker
+    from bench.run.tracking import Tracker
 
     df = Tracker(args.results_dir).runs_frame()
     done = df[df.status == "done"]

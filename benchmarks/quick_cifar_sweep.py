@@ -17,10 +17,10 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.run import config  # noqa: E402
+from bench.run.grid import run_grid  # noqa: E402
+from bench.run.tracking import Tracker  # noqa: E402
 from benchmarks._common import REPO, data_dir  # noqa: E402
-from bench import config  # noqa: E402
-from bench.grid import run_grid  # noqa: E402
-from bench.tracking import Tracker  # noqa: E402
 
 PLS = {"samples": 5000}
 # name: (fine-tune lr, `methods:` entry of the grid). Entries with an @label are variants, so their

@@ -23,10 +23,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import models  # noqa: E402
-from bench.config import TrainConfig  # noqa: E402
-from bench.datasets import load  # noqa: E402
-from bench.training import Hook, evaluate, fit, sgd  # noqa: E402
+from bench.core import models  # noqa: E402
+from bench.core.datasets import load  # noqa: E402
+from bench.core.spec import TrainConfig  # noqa: E402
+from bench.core.training import Hook, evaluate, fit, sgd  # noqa: E402
 from methods.rls import RLSPrune  # noqa: E402
 
 CFG = TrainConfig(epochs=1, lr=0.05, batch_size=128, augment=False, schedule="constant")

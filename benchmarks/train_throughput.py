@@ -1,4 +1,4 @@
-"""fp32 vs bf16 training throughput of the harness's own loop (bench.training.fit), side by side.
+"""fp32 vs bf16 training throughput of the harness's own loop (bench.core.training.fit), side by side.
 
 Each repeat runs one short fit per precision, in alternating order, so a burst of load on a
 shared machine hits both sides alike; the table gives median images/s and the bf16/fp32 ratio.
@@ -8,7 +8,7 @@ excludes the validation pass. Pixel values do not change a step's cost, so the d
 uint8 tensors of the dataset's shape: no dataset needed.
 On CPU, whether bf16 autocast pays off depends on the vector units: with AMX or AVX512-BF16 it
 can beat fp32, without them it emulates bf16 and is several times slower. The header names the
-features this CPU has (bench.cpu), beside the figures measured on it; --threads sets the torch
+features this CPU has (bench.run.cpu), beside the figures measured on it; --threads sets the torch
 threads (a grid cell runs at the grid's `threads`, 1 by default).
 Run: python benchmarks/train_throughput.py [--device cuda] [--models lenet5,vgg11] [--threads 1] [--json out.json]
 """
@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.core import models  # noqa: E402
+from bench.core.datasets import DATASETS, Data, Split  # noqa: E402
+from bench.core.spec import TrainConfig  # noqa: E402
+from bench.core.training import FitContext, Hook, default_device, fit  # noqa: E402
+from bench.run.cpu import FEATURES, cpu_features  # noqa: E402
 from benchmarks._common import hardware  # noqa: E402
-from bench import models  # noqa: E402
-from bench.config import TrainConfig  # noqa: E402
-from bench.cpu import FEATURES, cpu_features  # noqa: E402
-from bench.datasets import DATASETS, Data, Split  # noqa: E402
-from bench.training import FitContext, Hook, default_device, fit  # noqa: E402
 
 # name -> (dataset whose shape is used, model, model args, augment as the presets do)
 CASES = {
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"--models: '{unknown[0]}' is unknown; allowed: {', '.join(CASES)}")
     gpu = f", {torch.cuda.get_device_name(device)}" if device.startswith("cuda") else ""
-    print(f"# fp32 vs bf16 training throughput (bench.training.fit, synthetic data) on {device}{gpu}; "
+    print(f"# fp32 vs bf16 training throughput (bench.core.training.fit, synthetic data) on {device}{gpu}; "
           f"median of {a.repeats} interleaved repeats of {steps} steps; {hardware()}")
     print(f"# CPU features: {features_line()}")
     rows = [compare(c, batch=a.batch, steps=steps, repeats=a.repeats, device=device) for c in cases]

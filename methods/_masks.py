@@ -2,7 +2,7 @@
 
 Kept apart from the method because the geometry is reusable and testable on its own: a region is
 bool [N, H, W] over input pixels; `grid_mask` turns it into the cells of a map whose geometry
-(receptive field, cumulative stride, first pixel; `bench.receptive_field`) is known.
+(receptive field, cumulative stride, first pixel; `bench.core.receptive_field`) is known.
 """
 from __future__ import annotations
 

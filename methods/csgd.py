@@ -1,7 +1,7 @@
 """Centripetal SGD (Ding et al., CVPR 2019, arXiv 1904.03837; docs/methods.md §3).
 
 1. Widths: one uniform width fraction for all units, the one whose analytic cost
-   (`bench.surgery.CostModel`) is nearest the grid target; if channel rounding leaves it outside
+   (`bench.core.surgery.CostModel`) is nearest the grid target; if channel rounding leaves it outside
    the tolerance, single channels are added/removed greedily until it is inside (deviation: the
    paper sets widths by hand, e.g. 5/8 of every layer).
 2. Clusters: k-means (seeded) on each unit's flattened filters, or `even` consecutive groups.
@@ -21,7 +21,7 @@
    here, as BN γ does there. Members of a cluster receive identical task gradients, so their
    spread only contracts: it is logged as `csgd/cluster_dist` (Σ‖W_i − mean_H W‖² over kernels)
    and `csgd/cluster_dist_affine` (biases, BN).
-4. Merge (`bench.merge`): one channel per cluster, consumers' input slices summed — lossless once
+4. Merge (`bench.core.merge`): one channel per cluster, consumers' input slices summed — lossless once
    the clusters are identical, so `needs_finetune = False`. Checked on every run: the precondition
    `merge_lossless` (`task.check`) passes when the relative within-cluster spread just before the
    merge is ≤ 1e-3 (`LOSSLESS`, below).
@@ -93,7 +93,7 @@ class Phase:
 
     @classmethod
     def of(cls, cfg: TrainConfig, lr: float, steps: int) -> "Phase":
-        """`steps` steps of recipe `cfg` at base lr `lr`, scheduled as `bench.training.fit` does."""
+        """`steps` steps of recipe `cfg` at base lr `lr`, scheduled as `bench.core.training.fit` does."""
         lrs = np.array([lr * lr_factor(cfg, s / steps) for s in range(steps)], dtype=np.float64)
         return cls(lrs, cfg.momentum, cfg.nesterov and cfg.momentum > 0, cfg.weight_decay)
 
@@ -414,7 +414,7 @@ class CSGD(FullMethod):
 
     def phase(self, task: Task) -> Phase:
         """The centripetal phase of this run: `task.finetune_epochs` epochs of the fine-tune recipe,
-        with as many steps per epoch as `bench.training.fit` takes (drop_last batches)."""
+        with as many steps per epoch as `bench.core.training.fit` takes (drop_last batches)."""
         cfg = task.spec.finetune
         n_train = len(task.data.train)
         per_epoch = max(1, n_train // cfg.batch_size) if n_train >= cfg.batch_size else 1

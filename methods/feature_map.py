@@ -2,7 +2,7 @@
 
 A filter earns its place by responding more on the object than on the background. For every
 prunable conv unit, a per-image foreground region (input pixels) is carried onto the unit's
-feature-map grid with its receptive field and cumulative stride (`bench.receptive_field`):
+feature-map grid with its receptive field and cumulative stride (`bench.core.receptive_field`):
 - "map-ex" (default): a cell is foreground when its receptive-field square overlaps the region
   (the box grown by rf/2 per side);
 - "map": a cell is foreground when its centre lies in the region. Deviation: the centre is the

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from bench.api import Target, Task
-from bench.config import PruningConfig, RunSpec, TrainConfig
-from bench.datasets import Data, default_data_dir, load, load_arrays, normalize
+from bench.core.datasets import Data, default_data_dir, load, load_arrays, normalize
+from bench.core.spec import PruningConfig, RunSpec, TrainConfig
 from bench.errors import BenchError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def pytest_collection_modifyitems(items):
 def noise_mnist() -> Data:
     """Random images in MNIST's shape and normalisation: for tests that need data of the right
     shape (training mechanics, scores' arithmetic), not real digits, so they run without the files."""
-    from bench.datasets import DATASETS, Split
+    from bench.core.datasets import DATASETS, Split
 
     gen = torch.Generator().manual_seed(0)
 
@@ -83,6 +83,22 @@ def noise_mnist() -> Data:
         return Split(torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen),
                      torch.randint(0, 10, (n,), generator=gen))
     return Data(DATASETS["mnist"], split(1024), split(256), split(256))
+
+
+def write_noise_npz(folder: Path, name: str = "mnist", train: int = 400, test: int = 150, seed: int = 0) -> Path:
+    """`<folder>/<name>.npz` of random images in the dataset's shape: a data folder for running
+    cells through the real runner where what they learn is not under test."""
+    import numpy as np
+
+    from bench.core.datasets import DATASETS
+
+    c, h, w = DATASETS[name].shape
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / f"{name}.npz", x_train=rng.integers(0, 256, (train, h, w, c), dtype=np.uint8),
+             y_train=rng.integers(0, 10, train), x_test=rng.integers(0, 256, (test, h, w, c), dtype=np.uint8),
+             y_test=rng.integers(0, 10, test))
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -121,10 +137,10 @@ def make_task(data: Data, *, method: str = "test", model: str = "lenet5", seed: 
                                                        augment=False),
                    finetune=TrainConfig(epochs=finetune_epochs, lr=0.01, batch_size=batch_size, augment=False),
                    pruning=pruning)
-    from bench.runner import _trainer
+    from bench.run.stage import Trainer
 
     logger = MemoryLogger()
-    trainer = _trainer(spec, data, "cpu", logger, False, Path(tempfile.mkdtemp(prefix="prunebench-task-")))
+    trainer = Trainer(spec, data, "cpu", logger, False, Path(tempfile.mkdtemp(prefix="prunebench-task-")))
 
     example = normalize(data.train.x[:2], data.info)
     task = Task(spec=spec, data=Data(data.info, data.train, data.val, None), device="cpu", example=example,

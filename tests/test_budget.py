@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench import runner
 from bench.api import FullMethod, ScoreMethod
-from bench.config import LatencyConfig, PruningConfig, RunSpec, TrainConfig
+from bench.core.spec import LatencyConfig, PruningConfig, RunSpec, TrainConfig
+from bench.run import runner
 from methods.magnitude import Magnitude
 
 
@@ -17,6 +17,7 @@ class _Log:
         self.metrics_logged[key] = value
 
     def param(self, *a): ...
+    def params(self, *a): ...
     def curve(self, *a): ...
     def artifact(self, *a): ...
     def json_artifact(self, *a): ...

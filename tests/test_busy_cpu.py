@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import config
+from bench.run import config
 
 REPO = Path(__file__).resolve().parents[1]
 

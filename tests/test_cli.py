@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.tracking import Tracker
+from bench.run.tracking import Tracker
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,7 +122,7 @@ def test_signal_mid_training_records_the_cell_interrupted_and_exits_128_plus_sig
 
 
 def one_run_store(results: Path) -> None:
-    from bench.config import RunSpec
+    from bench.core.spec import RunSpec
 
     log = Tracker(results).start(RunSpec(method="random", dataset="mnist", model="lenet5", seed=0,
                                          target_kind="macs", target=0.5))

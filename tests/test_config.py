@@ -4,8 +4,8 @@ import dataclasses
 import pytest
 import yaml
 
-from bench import config
 from bench.errors import ConfigError, UnknownMethod
+from bench.run import config
 
 BASE = {
     "name": "t", "methods": {"magnitude": {}}, "seeds": [0, 1], "targets": ["macs:0.5", 0.3],

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import config
-from bench.registry import get_method
+from bench.core.registry import get_method
+from bench.run import config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml")) + [REPO / "tests" / "tiny.yaml"]

@@ -1,4 +1,4 @@
-"""bench.cpu: the free cores the adaptive pool fills, and the CPU features the benchmarks print."""
+"""bench.run.cpu: the free cores the adaptive pool fills, and the CPU features the benchmarks print."""
 import subprocess
 import sys
 import time
@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench import cpu
+from bench.run import cpu
 
 BUSY = "import time\nend = time.time() + {s}\nwhile time.time() < end: pass\n"
 

@@ -10,15 +10,15 @@ import pytest
 import torch
 from torch import nn
 
-from bench import models
 from bench.api import Target, Task
-from bench.config import PruningConfig, RunSpec, TrainConfig
+from bench.core import models
+from bench.core.datasets import normalize
+from bench.core.measure import count_macs
+from bench.core.merge import check_clusters, merge
+from bench.core.spec import PruningConfig, RunSpec, TrainConfig
+from bench.core.surgery import CostModel, find_units
+from bench.core.training import evaluate, fit
 from bench.errors import ConfigError
-from bench.datasets import normalize
-from bench.measure import count_macs
-from bench.merge import check_clusters, merge
-from bench.surgery import CostModel, find_units
-from bench.training import evaluate, fit
 from methods.csgd import (CSGD, LOSSLESS, PAPER_EPSILON, Centripetal, Phase, cluster_unit, paper_fractions,
                           target_widths, tie)
 
@@ -229,7 +229,7 @@ def test_paper_fractions_match_the_official_schedule():
     (TrainConfig(lr=0.1, schedule="step", nesterov=False), 10000),           # heavy ball, step schedule
 ])
 def test_derived_epsilon_shrinks_the_spread_100x_within_the_papers_fraction(cfg, steps):
-    from bench.training import lr_factor
+    from bench.core.training import lr_factor
 
     eps = CSGD().choose_epsilon(Phase.of(cfg, cfg.lr, steps))
     assert eps.rule == "paper_contraction" and eps.met
@@ -246,7 +246,7 @@ def test_derived_epsilon_shrinks_the_spread_100x_within_the_papers_fraction(cfg,
 def test_literal_paper_epsilon_barely_contracts_on_the_quick_cifar_schedule():
     """The issue's numbers: 3e-3 over 1,053 cosine steps at lr 0.05 shrinks the kernels' spread to
     0.40 (exp(-0.92), eta = 5e-4 included), biases and BN to 0.93; it never gets 100x smaller."""
-    from bench.training import lr_factor
+    from bench.core.training import lr_factor
 
     cfg = TrainConfig(lr=0.05)
     lrs = [0.05 * lr_factor(cfg, s / 1053) for s in range(1053)]

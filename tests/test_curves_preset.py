@@ -2,7 +2,7 @@
 from collections import Counter
 from pathlib import Path
 
-from bench import config
+from bench.run import config
 
 REPO = Path(__file__).resolve().parents[1]
 

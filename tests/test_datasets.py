@@ -4,7 +4,7 @@ import pytest
 import scipy.io
 import torch
 
-from bench import datasets
+from bench.core import datasets
 from bench.errors import ConfigError, DataCorrupt, DataUnavailable
 
 

@@ -11,8 +11,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # benchmarks/ is a folder of scripts, not an installed package
+from bench.core.datasets import load  # noqa: E402
 from benchmarks import device_check as dc  # noqa: E402
-from bench.datasets import load  # noqa: E402
 
 
 def test_cpu_only_machine_runs_the_cpu_part_writes_json_and_exits_0(tmp_path, monkeypatch, capsys):
@@ -66,7 +66,7 @@ def test_pool_workers_report_their_pin_and_a_cpu_machine_fails_the_check(tmp_pat
     machine where those ids name no GPU the check fails instead of passing vacuously."""
     from types import SimpleNamespace
 
-    from bench.executors import PoolExecutor
+    from bench.run.executors import PoolExecutor
 
     jobs = [SimpleNamespace(folder=str(tmp_path), workers=2) for _ in range(2)]
     reports = [json.loads(s) for _, s in PoolExecutor(workers=2, gpu_ids=["3", "5"], cell=dc.pin_report).run(jobs)]
@@ -77,7 +77,7 @@ def test_pool_workers_report_their_pin_and_a_cpu_machine_fails_the_check(tmp_pat
 
 
 def test_paper_cell_is_resnet56_cifar10_from_paper_yaml_cut_down(tmp_path):
-    from bench import config
+    from bench.run import config
 
     paper = config.load(REPO / "configs" / "paper.yaml")
     cfg = dc.paper_cell_config(tmp_path, "/data", "bf16", train_subset=3000, test_subset=500, epochs=1)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.errors import ConfigError
-from bench.executors import make_executor
+from bench.run.executors import make_executor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ def test_a_broken_entry_point_is_one_warning_and_breaks_no_other_method(tmp_path
     names = [line.split()[0] for line in out.stdout.splitlines() if not line.startswith(" ")]
     assert {"magnitude", "random"} <= set(names) and "broken" not in names
     # a grid may still name it: its options pass, and only building it (in its cells) fails
-    probe = ("from bench.registry import get_method\n"
+    probe = ("from bench.core.registry import get_method\n"
              "cls = get_method('broken')\n"
              "cls.validate_args({'any': 1})\n"
              "try:\n    cls(any=1)\nexcept Exception as e:\n    print(type(e).__name__, e)\n")

@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from bench import models
 from bench.api import Target
-from bench.config import PruningConfig
-from bench.driver import prune_to_target
-from bench.surgery import find_units
+from bench.core import models
+from bench.core.driver import prune_to_target
+from bench.core.spec import PruningConfig
+from bench.core.surgery import find_units
 
 MODELS = [("lenet5", {}, (1, 28)), ("vgg", {"depth": 11, "width": 0.25}, (3, 32)),
           ("vgg", {"depth": 16, "width": 0.25}, (3, 32)), ("resnet20", {}, (3, 32))]

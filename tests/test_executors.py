@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import config
 from bench.api import ScoreMethod
-from bench.grid import run_grid
-from bench.registry import register
-from bench.tracking import Tracker
+from bench.core.registry import register
+from bench.run import config
+from bench.run.grid import run_grid
+from bench.run.tracking import Tracker
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,7 +138,7 @@ def report_gpu_after_rendezvous(job) -> str:
 def test_pool_pins_each_worker_to_its_own_gpu(tmp_path):
     from types import SimpleNamespace
 
-    from bench.executors import PoolExecutor
+    from bench.run.executors import PoolExecutor
 
     pool = PoolExecutor(workers=2, gpu_ids=["3", "5"], cell=report_gpu_after_rendezvous)
     jobs = [SimpleNamespace(folder=str(tmp_path), workers=2) for _ in range(2)]
@@ -163,7 +163,7 @@ def test_pool_runs_at_most_its_limit_at_once_and_more_once_it_grows(tmp_path):
     freed cores are used by the cells still waiting."""
     from types import SimpleNamespace
 
-    from bench.executors import PoolExecutor
+    from bench.run.executors import PoolExecutor
 
     pool = PoolExecutor(workers=2, gpu_ids=[], cell=timed_cell)
     done: dict[int, tuple[float, float]] = {}
@@ -177,7 +177,7 @@ def test_pool_runs_at_most_its_limit_at_once_and_more_once_it_grows(tmp_path):
 
 
 def test_default_pool_follows_the_cpu_and_fixed_workers_do_not(monkeypatch):
-    from bench import executors
+    from bench.run import executors
 
     monkeypatch.setattr(executors, "usable_cpus", lambda: 4)
     adaptive = executors.make_executor("pool", gpu_ids=[], threads=2)
@@ -190,7 +190,7 @@ def test_default_pool_follows_the_cpu_and_fixed_workers_do_not(monkeypatch):
 
 
 def test_threads_are_a_grid_setting_not_an_executor_option():
-    from bench.executors import check_options
+    from bench.run.executors import check_options
 
     with pytest.raises(config.ConfigError, match=r"executor.threads: .*top level"):
         check_options("pool", {"threads": 2})
@@ -201,9 +201,9 @@ def test_run_cell_runs_at_the_specs_threads_and_restores_the_callers(monkeypatch
 
     import torch
 
-    from bench import runner, tracking
-    from bench.config import RunSpec
-    from bench.executors import CellJob, run_cell
+    from bench.core.spec import RunSpec
+    from bench.run import runner, tracking
+    from bench.run.executors import CellJob, run_cell
 
     spec = RunSpec(method="magnitude", dataset="mnist", model="lenet5", seed=0, target_kind="macs", target=0.5)
     seen = []
@@ -231,7 +231,7 @@ def read_env(job) -> str:
 
 def test_pool_workers_see_the_callers_current_environment(monkeypatch):
     """Forked from a forkserver started earlier, workers would otherwise see its frozen environment."""
-    from bench.executors import PoolExecutor
+    from bench.run.executors import PoolExecutor
 
     monkeypatch.setenv("BENCH_TEST_VALUE", "before")
     assert [s for _, s in PoolExecutor(workers=1, gpu_ids=[], cell=read_env).run([None])] == ["before"]
@@ -240,7 +240,7 @@ def test_pool_workers_see_the_callers_current_environment(monkeypatch):
 
 
 def test_started_pool_runs_the_jobs_and_an_unused_one_closes():
-    from bench.executors import PoolExecutor
+    from bench.run.executors import PoolExecutor
 
     pool = PoolExecutor(workers=2, gpu_ids=[], cell=read_env)
     pool.start()
@@ -253,7 +253,7 @@ def test_started_pool_runs_the_jobs_and_an_unused_one_closes():
 
 
 def test_rerun_of_a_finished_pool_grid_starts_no_worker(tmp_path, data_dir, monkeypatch):
-    from bench.executors import PoolExecutor
+    from bench.run.executors import PoolExecutor
 
     cfg = tiny(tmp_path, data_dir, methods=("random",), seeds=(0,))
     assert run_grid(cfg, executor="pool", workers=2, progress=False) == {"done": 1}
@@ -280,7 +280,7 @@ for mod, name in [(torch.cuda, "_lazy_init"), (torch.cuda, "init"), (torch.cuda,
                   (torch.cuda, "device_count"), (torch._C, "_cuda_getDeviceCount")]:
     if hasattr(mod, name):
         setattr(mod, name, spy(name, getattr(mod, name)))
-from bench.executors import PRELOAD
+from bench.run.executors import PRELOAD
 for m in PRELOAD:
     __import__(m)
 assert not calls and not torch.cuda.is_initialized(), calls

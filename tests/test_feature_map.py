@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from bench.datasets import DATASETS, Data, DatasetInfo, Split
+from bench.core.datasets import DATASETS, Data, DatasetInfo, Split
+from bench.core.models import build, init_weights
+from bench.core.receptive_field import Geometry, layer_geometry
 from bench.errors import ConfigError
-from bench.models import build, init_weights
-from bench.receptive_field import Geometry, layer_geometry
 from methods.feature_map import FeatureMap, center_mask, gradcam_mask, grid_mask
 
 

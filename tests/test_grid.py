@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import config
 from bench.api import ScoreMethod
-from bench.grid import run_grid
-from bench.registry import register
-from bench.tracking import RESULT_COLUMNS, Tracker
+from bench.core.registry import register
+from bench.run import config
+from bench.run.grid import run_grid
+from bench.run.tracking import RESULT_COLUMNS, Tracker
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
-from bench import config
 from bench.cli import _seeds
 from bench.errors import ConfigError
+from bench.run import config
 
 GRID = {
     "methods": {"magnitude": {}, "random": {}},

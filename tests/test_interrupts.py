@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from bench import interrupts
-from bench.config import TrainConfig
-from bench.datasets import Data, DatasetInfo, Split
+from bench.core.datasets import Data, DatasetInfo, Split
+from bench.core.spec import TrainConfig
+from bench.core.training import evaluate, fit
 from bench.errors import Terminated
-from bench.training import evaluate, fit
 
 
 def tiny_data() -> Data:

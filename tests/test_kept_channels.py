@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.merge import merge
-from bench.surgery import find_units, kept_channels, prune
+from bench.core.merge import merge
+from bench.core.surgery import find_units, kept_channels, prune
 
 
 def net() -> nn.Module:

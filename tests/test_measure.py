@@ -4,9 +4,9 @@ import dataclasses
 import torch
 from torch import nn
 
-from bench import baselines
-from bench.config import LatencyConfig, RunSpec
-from bench.measure import count_macs, paired_latency_ms
+from bench.core.measure import count_macs, paired_latency_ms
+from bench.core.spec import LatencyConfig, RunSpec
+from bench.run import baselines
 
 
 def test_paired_latency_gives_one_median_per_model_and_ranks_a_heavier_model_slower():
@@ -22,7 +22,7 @@ def test_paired_latency_gives_one_median_per_model_and_ranks_a_heavier_model_slo
 def test_gpu_latency_uses_cuda_events(monkeypatch):
     """No GPU here: the CUDA branch is selected by the device string and timed by events, not
     the host clock (fake events report 2.5 ms)."""
-    import bench.measure as measure
+    import bench.core.measure as measure
 
     calls = []
 
@@ -78,7 +78,7 @@ def test_base_test_accuracy_is_evaluated_once_per_base_and_test_split(tmp_path, 
     """Hand-made split: a 1x1 conv + flatten whose logit for class 0 is the pixel, so the images
     with pixel 200 (3 of 4, labels 0) are right and the one with pixel 0 (label 1) ties -> class 0:
     accuracy 3/4, evaluated once for every cell of the base, again for another test split size."""
-    from bench.datasets import Data, DatasetInfo, Split
+    from bench.core.datasets import Data, DatasetInfo, Split
 
     calls = []
     real = baselines.evaluate
@@ -97,10 +97,10 @@ def test_base_test_accuracy_is_evaluated_once_per_base_and_test_split(tmp_path, 
         model[0].weight.copy_(torch.tensor([1.0, 0.0]).reshape(2, 1, 1, 1))
         model[0].bias.zero_()
     spec = RunSpec(method="magnitude", dataset="mnist", model="lenet5", seed=0, target_kind="macs", target=0.5)
-    assert baselines.accuracy_on_test(spec, model, data, tmp_path, device="cpu") == 0.75
+    assert baselines.accuracy_on_test(spec, model, data.test, info, tmp_path, device="cpu") == 0.75
     other_cell = dataclasses.replace(spec, method="random", variant="random", target=0.3)
-    assert baselines.accuracy_on_test(other_cell, model, data, tmp_path, device="cpu") == 0.75
+    assert baselines.accuracy_on_test(other_cell, model, data.test, info, tmp_path, device="cpu") == 0.75
     assert len(calls) == 1
     fewer = Data(info, test, test, Split(x[:3], test.y[:3]))
-    assert baselines.accuracy_on_test(spec, model, fewer, tmp_path, device="cpu") == 1.0
+    assert baselines.accuracy_on_test(spec, model, fewer.test, info, tmp_path, device="cpu") == 1.0
     assert len(calls) == 2

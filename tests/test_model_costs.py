@@ -3,8 +3,8 @@ linear only, C_out * C_in * k_h * k_w * H_out * W_out per image; params include 
 import pytest
 import torch
 
-from bench import models
-from bench.measure import count_macs, count_params
+from bench.core import models
+from bench.core.measure import count_macs, count_params
 
 K3 = 9  # a 3x3 kernel
 

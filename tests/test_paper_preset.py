@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import config
-from bench.grid import run_grid
-from bench.registry import get_method
-from bench.tracking import Tracker
+from bench.core.registry import get_method
+from bench.run import config
+from bench.run.grid import run_grid
+from bench.run.tracking import Tracker
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = config.load(REPO / "configs" / "paper.yaml")

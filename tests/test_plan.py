@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from bench import config
-from bench import probe as probe_module
-from bench.baselines import base_key, base_path
 from bench.cli import main
-from bench.plan import CellCost, estimate_cell, make_plan, render, simulate_wall
-from bench.probe import Probe, median_times
-from bench.tracking import STATUS_DONE, Tracker
+from bench.core import probe as probe_module
+from bench.core.probe import Probe, median_times
+from bench.run import config
+from bench.run.baselines import base_key, base_path
+from bench.run.plan import CellCost, estimate_cell, make_plan, render, simulate_wall
+from bench.run.tracking import STATUS_DONE, Tracker
 
 RAW = {"name": "tinyplan", "seeds": [0, 1], "targets": ["macs:0.3", "macs:0.5"], "val_size": 1000,
        "methods": {"magnitude": {}, "random": {}},
@@ -190,7 +190,7 @@ def test_paper_plan_takes_under_a_minute(tmp_path):
     out = subprocess.run([sys.executable, "-m", "bench", "plan", "configs/paper.yaml", "--results-dir",
                           str(tmp_path / "r")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "plan paper: 315 cells, 15 distinct base checkpoints" in out.stdout and "estimate:" in out.stdout
+    assert "plan paper: 621 cells, 15 distinct base checkpoints" in out.stdout and "estimate:" in out.stdout
     # a minute on this machine alone; when other jobs share the cores (load above the core count,
     # e.g. a grid beside the suite), the probe's CPU time stretches by that share
     share = max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))

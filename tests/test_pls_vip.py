@@ -10,13 +10,13 @@ from sklearn.cross_decomposition import PLSRegression
 from torch import nn
 
 from bench.api import Target
-from bench.config import PruningConfig, TrainConfig
-from bench.datasets import Data, normalize
-from bench.driver import plan_keep
+from bench.core.datasets import Data, normalize
+from bench.core.driver import plan_keep
+from bench.core.models import build
+from bench.core.spec import PruningConfig, TrainConfig
+from bench.core.surgery import find_units, min_keep
+from bench.core.training import fit
 from bench.errors import ConfigError
-from bench.models import build
-from bench.surgery import find_units, min_keep
-from bench.training import fit
 from methods.pls_vip import PLSVIP, collect_features, fit_vip, group_vip, vip
 
 
@@ -210,7 +210,7 @@ def test_bad_options_name_the_field(args, field):
 
 def test_default_cells_run_the_paper_protocol_global_threshold_and_k_rounds():
     """The grid's per-layer one-shot is overridden by PLS's paper protocol; other methods keep the grid's."""
-    from bench.config import from_dict
+    from bench.run.config import from_dict
     from methods.pls_vip import PAPER_ROUNDS
 
     grid = from_dict({"methods": {"pls_vip": {}, "magnitude": {}}, "pruning": {"ranking": "per_layer", "rounds": 1},

@@ -8,10 +8,10 @@ from typing import Annotated, Literal
 import pytest
 import torch
 
-from bench import registry
 from bench.api import Range, ScoreMethod, Target, register
+from bench.core import registry
+from bench.core.options import describe
 from bench.errors import ConfigError
-from bench.options import describe
 
 
 def test_a_different_class_under_a_taken_name_fails_naming_both():
@@ -115,7 +115,7 @@ def test_atomic_write_replaces_whole_or_leaves_the_old_file(tmp_path):
 
 
 def _lenet_task(noise_mnist, **kw):
-    from bench.models import build
+    from bench.core.models import build
     from tests.conftest import make_task
 
     return make_task(noise_mnist, **kw), build("lenet5", in_channels=1, input_size=28)

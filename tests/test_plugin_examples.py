@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench import config
-from bench.datasets import Data
-from bench.grid import run_grid
-from bench.models import build
-from bench.tracking import Tracker
+from bench.core.datasets import Data
+from bench.core.models import build
+from bench.run import config
+from bench.run.grid import run_grid
+from bench.run.tracking import Tracker
 from tests.conftest import make_task
 from tests.plugins.example_full import Gradual
 from tests.plugins.example_score import MeanActivation

@@ -7,11 +7,12 @@ import dataclasses
 import pytest
 import torch
 
-from bench import config, models
-from bench.config import RunSpec, TrainConfig
-from bench.datasets import Data
+from bench.core import models
+from bench.core.datasets import Data
+from bench.core.spec import RunSpec, TrainConfig
+from bench.core.training import autocast, fit
 from bench.errors import ConfigError
-from bench.training import autocast, fit
+from bench.run import config
 
 
 def _grid(precision):

@@ -10,10 +10,10 @@ import pytest
 from matplotlib.lines import Line2D
 from scipy import stats
 
-from bench import report_figures as rf
-from bench import report_load, report_repro, report_stats, report_tables
-from bench.report_compare import paired_comparisons
-from bench.tracking import RESULT_COLUMNS
+from bench.report import figures as rf
+from bench.report import load as report_load, repro as report_repro, stats as report_stats, tables as report_tables
+from bench.report.compare import paired_comparisons
+from bench.run.tracking import RESULT_COLUMNS
 
 
 def fake_runs(rows: list[dict]) -> pd.DataFrame:
@@ -123,8 +123,9 @@ def test_reproduction_checks_only_full_size_comparable_runs():
 def smoke(tmp_path_factory, data_dir):
     """Real smoke grid (magnitude + random on MNIST, 2 seeds; SVHN cells end skipped), then the
     report through the CLI."""
-    from bench import cli, config
-    from bench.grid import run_grid
+    from bench import cli
+    from bench.run import config
+    from bench.run.grid import run_grid
 
     root = tmp_path_factory.mktemp("report")
     cfg = config.override(config.load("configs/smoke.yaml"), methods=["magnitude", "random"],
@@ -167,7 +168,7 @@ def test_table_numbers_equal_the_mlflow_metrics(smoke):
     """Recompute every mean/std from MLflow directly (not through runs_frame) with numpy."""
     from mlflow.tracking import MlflowClient
 
-    from bench.tracking import tracking_uri
+    from bench.run.tracking import tracking_uri
 
     cfg, out = smoke
     client = MlflowClient(tracking_uri(cfg.results_dir))
@@ -195,8 +196,8 @@ def test_table_numbers_equal_the_mlflow_metrics(smoke):
 
 @pytest.mark.slow
 def test_tradeoff_figure_has_one_line_per_method(smoke):
-    from bench.report_load import tidy
-    from bench.report_sources import merge, open_sources
+    from bench.report.load import tidy
+    from bench.report.sources import merge, open_sources
 
     cfg, _ = smoke
     runs = tidy(merge(open_sources([cfg.results_dir]), "smoke").frame)
@@ -296,7 +297,7 @@ def test_pls_vip_vgg16_rows_are_graded_by_the_variant_that_runs_their_rounds():
 def test_paper_preset_has_a_target_for_every_gradable_paper_row():
     """`bench plan configs/paper.yaml` names the target that grades each paper row; the rows no
     target can grade (ImageNet, ResNet-110, no published numbers) say why."""
-    from bench import config
+    from bench.run import config
 
     lines = report_repro.plan_lines(config.load("configs/paper.yaml").expand())
     assert lines[0].startswith(f"paper rows (methods.md §7): 7 of {len(report_repro.PAPER_RESULTS)} graded")
@@ -359,7 +360,7 @@ def test_channel_overlap_of_a_hand_made_pair():
     removes (0, 2), (0, 3), (1, 3), (1, 4), (1, 5). B keeps conv0 {1, 2}, conv1 {0, 1, 2, 3}: it removes
     (0, 0), (0, 3), (1, 4), (1, 5). Shared 3 of the 6 removed by either: 0.5. Chance: per layer
     k_a k_b / n = 2·2/4 + 3·2/6 = 2 expected shared of 5 + 4 − 2 = 7: 2/7."""
-    from bench import report_overlap as ro
+    from bench.report import overlap as ro
 
     widths = {"conv0": 4, "conv1": 6, "fc": 10}
     a = {"base_widths": widths, "kept": {"conv0": [0, 1], "conv1": [0, 1, 2]}}

@@ -13,10 +13,10 @@ import pytest
 from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.colors import to_rgb
 
-from bench import report_figures as rf
-from bench import report_figures_stats as rfs
-from bench.report_names import display_name, display_names
-from bench.report_stats import pareto_table, rankings
+from bench.report import figures as rf
+from bench.report import figures_stats as rfs
+from bench.report.names import display_name, display_names
+from bench.report.stats import pareto_table, rankings
 from tests.test_report import fake_runs
 
 PLAIN = ["csgd", "feature_map", "magnitude", "pls_vip", "random", "rl_agent", "rls"]

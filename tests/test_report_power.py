@@ -1,6 +1,6 @@
-"""One paired comparison's statistics (bench.report_power) against scipy and statsmodels called
+"""One paired comparison's statistics (bench.report.power) against scipy and statsmodels called
 directly, the resolution floor, the power helpers, the Wilcoxon rule and the probability of
-improvement; and `bench plan`'s power section (bench.plan_power)."""
+improvement; and `bench plan`'s power section (bench.report.plan_power)."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +9,8 @@ from scipy import stats
 from statsmodels.stats.power import TTestPower
 from statsmodels.stats.weightstats import ttost_paired
 
-from bench import config
-from bench.report_power import (mde, paired_test, probability_of_improvement, seeds_needed, wilcoxon_min_p,
+from bench.run import config
+from bench.report.power import (mde, paired_test, probability_of_improvement, seeds_needed, wilcoxon_min_p,
                                 wilcoxon_p)
 
 A = np.array([91.2, 90.4, 92.0, 91.1, 90.7])
@@ -74,7 +74,7 @@ RAW = {"name": "pow", "seeds": [0, 1, 2], "targets": ["macs:0.3", "macs:0.5"], "
 
 
 def test_plan_prints_each_primary_comparisons_n_and_mde(tmp_path):
-    from bench.plan_power import DEFAULT_SD_PP, power_lines
+    from bench.report.plan_power import DEFAULT_SD_PP, power_lines
 
     cfg = config.from_dict(RAW)
     lines = power_lines(cfg, {("mnist", "lenet5", "random"): (0.3, 4)}, mde_pp=1.0)
@@ -91,8 +91,8 @@ def test_plan_prints_each_primary_comparisons_n_and_mde(tmp_path):
 def test_plan_reads_the_paired_sd_of_a_finished_primary_comparison(tmp_path):
     from mlflow.entities import Metric, Param
 
-    from bench.plan_power import stored_paired_sd
-    from bench.tracking import Tracker
+    from bench.report.plan_power import stored_paired_sd
+    from bench.run.tracking import Tracker
 
     cfg = config.from_dict({**RAW, "datasets": {"mnist": RAW["datasets"]["mnist"]}, "design": {}})
     cfg.results_dir = str(tmp_path / "results")

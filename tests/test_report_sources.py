@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from bench import cli
-from bench.report_sources import merge, open_sources
-from bench.tracking import Tracker
+from bench.report.sources import merge, open_sources
+from bench.run.tracking import Tracker
 
 
 def log_run(tracker: Tracker, variant: str, seed: int, acc: float, status: str = "done",

@@ -10,12 +10,12 @@ from scipy import stats
 from statsmodels.stats.weightstats import ttost_paired
 
 from bench import cli
-from bench.config import Design
-from bench.report_compare import MEAN, compare, paired_comparisons
-from bench.report_power import mde
-from bench.report_stats import pareto_front, rankings
-from bench.report_verdict import claim, from_scratch, pairing_sentence, verdict
-from bench.tracking import Tracker
+from bench.report.compare import MEAN, compare, paired_comparisons
+from bench.report.power import mde
+from bench.report.stats import pareto_front, rankings
+from bench.report.verdict import claim, from_scratch, pairing_sentence, verdict
+from bench.run.config import Design
+from bench.run.tracking import Tracker
 
 SEEDS = (0, 1, 2)
 TARGETS = (0.3, 0.5)
@@ -285,9 +285,9 @@ def test_report_compares_with_the_reference_the_grid_recorded(tmp_path):
 
 
 def test_a_grid_run_records_its_reference_and_an_unknown_one_is_refused(tmp_path, monkeypatch):
-    from bench import config
     from bench.errors import ConfigError
-    from bench.grid import run_grid
+    from bench.run import config
+    from bench.run.grid import run_grid
 
     raw = {"name": "g", "methods": {"magnitude": {}, "random": {}}, "reference": "random",
            "datasets": {"mnist": {"models": ["lenet5"]}}, "data_dir": str(tmp_path / "no-data"),
@@ -383,8 +383,8 @@ def test_secondary_rows_are_bonferroni_within_their_dataset_and_the_ablations_ow
 def test_pareto_macs_tick_labels_do_not_overlap(tmp_path):
     """MNIST's pruned LeNet-5 has 1.2e5-3e5 MACs: plain tick labels ("125000", every 25 000) ran
     into each other in the committed curves report."""
-    from bench.report_figures import Style, save
-    from bench.report_figures_stats import draw_all
+    from bench.report.figures import Style, save
+    from bench.report.figures_stats import draw_all
 
     table = pd.DataFrame({"experiment": "e", "dataset": "mnist", "model": "lenet5",
                           "variant": ["a", "b"] * 3, "target_kind": "macs", "target": [0.3, 0.3, 0.5, 0.5, 0.7, 0.7],

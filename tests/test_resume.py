@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import config
-from bench.grid import run_grid
-from bench.measure import count_macs
-from bench.tracking import Tracker
+from bench.core.measure import count_macs
+from bench.run import config
+from bench.run.grid import run_grid
+from bench.run.tracking import Tracker
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "tiny.yaml"
@@ -111,7 +111,9 @@ def test_same_seed_gives_identical_numbers_models_and_records(reference, tmp_pat
     ("magnitude", "magnitude finetune", 13),  # epoch 2 of 2 of the fine-tune
 ])
 def test_kill_9_mid_phase_then_rerun_equals_an_uninterrupted_run(reference, tmp_path, data_dir, method, phase, step):
-    cmd = [sys.executable, "-m", "bench", "run", str(TINY), "--methods", method, "--no-progress",
+    # in-process (local executor): the kill hook SIGKILLs the process that trains, which under the
+    # default pool is a worker, reported as a failed cell instead of a killed run
+    cmd = [sys.executable, "-m", "bench", "run", str(TINY), "--methods", method, "--no-progress", "--executor", "local",
            "--results-dir", str(tmp_path), "--data-dir", str(data_dir)]
     env = {**os.environ, "BENCH_TEST_SIGKILL_AT": f"{phase}:{step}"}
     killed = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

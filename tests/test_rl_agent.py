@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from bench.api import Target
+from bench.core.models import build, init_weights
+from bench.core.surgery import find_units, prune
 from bench.errors import ConfigError
-from bench.models import build, init_weights
-from bench.surgery import find_units, prune
 from methods.rl_agent import MaskedEval, RLAgent, final_action, reward, sample_actions
 
 
@@ -125,10 +125,10 @@ def test_agent_learns_to_remove_zero_filters_and_keep_the_rest():
 def test_allocation_is_the_agents_scaled_jointly_and_keeps_the_floor(mnist_small):
     """Two equal layers (LeNet's fc1 and a copy of it would do; here fc1/fc2 scores swapped) get the
     allocation their agents chose, whatever their order; no unit goes below the 10 % floor."""
-    from bench.config import PruningConfig
-    from bench.datasets import normalize
-    from bench.driver import plan_keep
-    from bench.surgery import find_units, min_keep
+    from bench.core.datasets import normalize
+    from bench.core.driver import plan_keep
+    from bench.core.spec import PruningConfig
+    from bench.core.surgery import find_units, min_keep
     from methods.rl_agent import allocation_scores
 
     model = build("lenet5", 1, 28)

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import models
+from bench.core import models
+from bench.core.training import FitContext
 from bench.errors import ConfigError
-from bench.training import FitContext
 from methods._rls_optim import RLS, input_rows, shrink
 from methods.rls import PruneOnRecovery, RLSPrune, channel_scores, transfer_state, unit_scores
 
@@ -154,7 +154,7 @@ def _lenet_with_state(steps=3, mode="average"):
 def test_cut_shrinks_P_of_the_consumer_after_flatten_and_slices_momentum():
     """Cutting filters of conv2 removes 25 consecutive input rows per filter from fc1's P (5x5 map);
     Schur shrink = inverse of the kept block of fc1's accumulated autocorrelation."""
-    from bench.surgery import find_units, prune
+    from bench.core.surgery import find_units, prune
 
     m, opt = _lenet_with_state(mode="exact")
     example = torch.randn(2, 1, 28, 28)
@@ -179,7 +179,7 @@ def test_cut_shrinks_P_of_the_consumer_after_flatten_and_slices_momentum():
 
 
 def test_unit_scores_sum_over_consumers_of_a_residual_group():
-    from bench.surgery import find_units
+    from bench.core.surgery import find_units
 
     torch.manual_seed(0)
     m = models.build("resnet20", 3, 32, width=0.25)
@@ -193,7 +193,7 @@ def test_unit_scores_sum_over_consumers_of_a_residual_group():
 
 
 def test_cut_of_a_residual_group_shrinks_every_consumer_and_training_goes_on():
-    from bench.surgery import find_units, prune
+    from bench.core.surgery import find_units, prune
 
     torch.manual_seed(0)
     m = models.build("resnet20", 3, 32, width=0.25)

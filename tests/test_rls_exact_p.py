@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import models
+from bench.core import models
+from bench.core.training import FitContext
 from bench.errors import ConfigError
-from bench.training import FitContext
 from methods._rls_optim import RLS, shrink, shrink_R
 from methods.rls import PruneOnRecovery, RLSPrune, invP_diag_spread, transfer_state, unit_scores
 
@@ -134,7 +134,7 @@ def _lenet(task, method, steps=3):
 
 
 def test_cut_carries_the_exact_autocorrelation_and_state_dict_keeps_it_float64(noise_mnist, task_for):
-    from bench.surgery import find_units, prune
+    from bench.core.surgery import find_units, prune
 
     task = task_for(noise_mnist, method="rls")
     method = RLSPrune(exact_p=True)

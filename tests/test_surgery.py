@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from bench import models
-from bench.measure import count_macs, count_params
-from bench.surgery import CostModel, find_units, prune
+from bench.core import models
+from bench.core.measure import count_macs, count_params
+from bench.core.surgery import CostModel, find_units, prune
 
 CASES = [("lenet5", {}, (1, 28)), ("vgg", {"depth": 11, "width": 0.25}, (3, 32)), ("resnet20", {}, (3, 32))]
 

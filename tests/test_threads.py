@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import config
-from bench.baselines import base_key
-from bench.config import RunSpec, TrainConfig
+from bench.core.spec import RunSpec, TrainConfig
 from bench.errors import ConfigError
-from bench.tracking import Tracker
+from bench.run import config
+from bench.run.baselines import base_key
+from bench.run.tracking import Tracker
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = RunSpec(method="magnitude", dataset="mnist", model="lenet5", seed=0, target_kind="macs", target=0.5)
@@ -45,7 +45,8 @@ def test_base_key_changes_with_threads_and_with_precision():
 
 
 def test_cli_threads_replace_the_configs_and_change_the_run_ids(tmp_path, monkeypatch):
-    from bench import cli, grid
+    from bench import cli
+    from bench.run import grid
 
     seen = []
     monkeypatch.setattr(grid, "run_grid", lambda cfg, **kw: seen.append(cfg) or {})

@@ -9,10 +9,11 @@ from contextlib import redirect_stdout
 import pytest
 import torch
 
-from bench import cli, config
-from bench.config import PruningConfig
-from bench.grid import run_grid
-from bench.models import build
+from bench import cli
+from bench.core.models import build
+from bench.core.spec import PruningConfig
+from bench.run import config
+from bench.run.grid import run_grid
 from methods.magnitude import Magnitude
 from methods.tp_criteria import TpBNScale, TpL1, TpL2, TpLAMP, TpTaylor
 from tests.conftest import make_task

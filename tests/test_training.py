@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from bench import models
-from bench.config import TrainConfig
+from bench.core import models
+from bench.core.spec import TrainConfig
+from bench.core.training import Hook, evaluate, fit
 from bench.errors import DivergenceError
-from bench.training import Hook, evaluate, fit
 
 
 def lenet():

@@ -7,13 +7,15 @@ import math
 import types
 from pathlib import Path
 
-from bench import config, runner
+import torch
+
 from bench.api import FullMethod
-from bench.datasets import Data, Split
-from bench.grid import run_grid
-from bench.registry import register
-from bench.tracking import Tracker
-from bench.training import Hook
+from bench.core.datasets import Split, load_test
+from bench.core.registry import register
+from bench.core.training import Hook
+from bench.run import config, runner
+from bench.run.grid import run_grid
+from bench.run.tracking import Tracker
 
 REPO = Path(__file__).resolve().parents[1]
 SEEN: dict[str, object] = {}
@@ -72,9 +74,11 @@ def test_runs_log_validation_accuracy_and_never_hand_the_test_split_to_a_method(
     # pruning nothing and no fine-tune: the net right after pruning is the final one
     assert run["acc_val_final"] == run["acc_val_pruned"]
 
-    data = runner.load_data("mnist", str(data_dir), 250, 1000, 500)
-    assert isinstance(data, Data) and len(data.test) == 500
+    test = load_test("mnist", str(data_dir), test_subset=500)  # what the runner measured on
+    assert len(test) == 500
     task = SEEN["task"]
     assert not hasattr(task.data, "test") and not hasattr(SEEN["ctx_data"], "test")  # asking raises, naming why
     held = splits_in(task) + splits_in(SEEN["ctx_data"])
-    assert held and all(s is not data.test for s in held)  # train/val are there, test is not
+    assert held and not any(len(s) == len(test) and torch.equal(s.x, test.x) for s in held)  # train/val only
+    # the data the runner keeps between cells (per process) is train/val too
+    assert all(not hasattr(seen, "test") for seen in [runner._seen_data("mnist", str(data_dir), 250, 1000)])

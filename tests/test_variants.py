@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench import cli, config
+from bench import cli
 from bench.errors import ConfigError
-from bench.grid import run_grid
+from bench.run import config
+from bench.run.grid import run_grid
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {"magnitude": {}, "magnitude@independent": {"strategy": "independent"},
