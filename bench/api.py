@@ -26,7 +26,7 @@ from bench.core.datasets import DATASETS, SEEN_SPLITS, TEST_REFUSED, DatasetInfo
 from bench.core.driver import plan_keep
 from bench.core.measure import count_macs, count_params, cost, widths
 from bench.core.merge import check_clusters, cluster_labels, merge
-from bench.core.method import KEEP, FullMethod, Method, ScoreMethod, Target
+from bench.core.method import KEEP, FullMethod, Method, PaperResult, ScoreMethod, Target
 from bench.core.options import Range
 from bench.core.probe import forward_seconds, pruned_time_share, step_ratio, unit_count
 from bench.core.receptive_field import Geometry, trace
@@ -39,7 +39,7 @@ from bench.utils import eval_mode
 
 # What a plugin may import from here (the names above it uses itself are implementation).
 __all__ = [
-    "KEEP", "Method", "ScoreMethod", "FullMethod", "Target", "Task", "register",
+    "KEEP", "Method", "ScoreMethod", "FullMethod", "Target", "Task", "register", "PaperResult",
     "ConfigError", "Range", "Unit", "output_layer", "min_keep", "Hook", "FitContext", "lr_factor",
     "TrainConfig", "PruningConfig", "Split", "DatasetInfo", "DATASETS", "check_clusters",
     "cluster_labels", "Geometry", "trace", "widths", "eval_mode",

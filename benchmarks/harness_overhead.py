@@ -33,12 +33,12 @@ def main() -> None:
 
         def harness():
             torch.manual_seed(0)
-            m = models.build(name, c, h, **args)
+            m = models.build(name, c, h, 10, **args)
             fit(m, data, cfg, seed=0, device="cpu", progress=False)
 
         def bare():
             torch.manual_seed(0)
-            m = models.build(name, c, h, **args).to(memory_format=torch.channels_last)
+            m = models.build(name, c, h, 10, **args).to(memory_format=torch.channels_last)
             opt = sgd(m, cfg)
             gen = torch.Generator().manual_seed(0)
             m.train()

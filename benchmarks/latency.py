@@ -49,7 +49,7 @@ def main() -> None:
     print(header())
     for name, margs, c, h in ARCHS:
         torch.manual_seed(0)
-        base = models.build(name, c, h, **margs).eval()
+        base = models.build(name, c, h, 10, **margs).eval()
         x = torch.randn(1, c, h, h)
         mods = dict(base.named_modules())
         scores = {n: filter_l1(mods[n].weight) for n in find_units(base, x)}

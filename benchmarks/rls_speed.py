@@ -57,7 +57,7 @@ def step_times(name: str, args: dict, shape: tuple[int, int], repeats: int) -> d
     runs = {}
     for kind in ("sgd", "rls", "rls32"):
         torch.manual_seed(0)
-        model = models.build(name, shape[0], shape[1], **args)
+        model = models.build(name, shape[0], shape[1], 10, **args)
         models.init_weights(model)
         runs[kind] = (model, make_opt(kind, model), [], [])
     warmup = 5
@@ -96,7 +96,7 @@ def epochs_to(goal: float, max_epochs: int) -> dict[str, float | None]:
     out = {}
     for kind in ("sgd", "rls"):
         torch.manual_seed(0)
-        model = models.build("lenet5", 1, 28)
+        model = models.build("lenet5", 1, 28, 10)
         models.init_weights(model)
         hook = FirstCrossing(data, goal)
         fit(model, data, CFG, seed=0, epochs=max_epochs, hooks=[hook], make_optimizer=lambda m, k=kind: make_opt(k, m),

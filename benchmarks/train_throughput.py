@@ -78,7 +78,7 @@ def fit_images_per_s(case: str, precision: str, *, batch: int, steps: int, devic
     data = data or synthetic_data(dataset, steps * batch)
     c, h, _ = data.info.shape
     torch.manual_seed(0)
-    model = models.build(name, c, h, **args)
+    model = models.build(name, c, h, 10, **args)
     cfg = TrainConfig(epochs=1, lr=0.01, batch_size=batch, augment=aug, precision=precision)
     clock = StepClock()
     fit(model, data, cfg, seed=0, hooks=[clock], device=device, progress=False)

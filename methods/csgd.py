@@ -70,8 +70,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.api import (FitContext, FullMethod, Hook, Range, Target, Task, TrainConfig, Unit, check_clusters,
-                       cluster_labels, lr_factor, register)
+from bench.api import (FitContext, FullMethod, Hook, PaperResult, Range, Target, Task, TrainConfig, Unit,
+                       check_clusters, cluster_labels, lr_factor, register)
 
 PAPER_EPSILON = 3e-3     # docs/methods.md §3, ResNet-56 / CIFAR-10 (official csgd/do_csgd.py, `src56`)
 PAPER_BIAS_FACTOR = 0.1  # official: BN γ (and β, conv bias) at 0.1·ε
@@ -390,6 +390,15 @@ def tie(model: nn.Module, units: Mapping[str, Unit], clusters: Mapping[str, list
 class CSGD(FullMethod):
     name = "csgd"
     summary = "Centripetal SGD (Ding 2019): pull clustered filters together while training, then merge losslessly"
+    display_name = "C-SGD"
+    variant_labels = {"fast_eps": "auto ε"}
+    paper_results = (
+        PaperResult("3", "C-SGD", "ResNet-56 / CIFAR-10 (to 5/8 width)", "cifar10", ("resnet56", ()),
+                    93.39, 93.44, 0.05, 60.8, source="[S]"),
+        *[PaperResult("3j", "C-SGD (journal)", "ResNet-50 / ImageNet", "imagenet", ("resnet50", ()),
+                      76.15, p, round(p - 76.15, 2), f, source="[R] README")
+          for p, f in ((75.94, 36.0), (75.80, 46.0), (75.29, 56.0))],
+    )
     needs_finetune = False
 
     def __init__(self, epsilon: Annotated[float, Range(0, lo_open=True)] | Literal["paper_contraction"]

@@ -51,7 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.api import ConfigError, Geometry, Range, ScoreMethod, Split, Task, eval_mode, register, trace
+from bench.api import (ConfigError, Geometry, PaperResult, Range, ScoreMethod, Split, Task, eval_mode, register,
+                       trace)
 from methods._fx import activation_node
 from methods._masks import (RULES, STROKE_THRESHOLD, Recorder, boxes_mask, center_mask, gradcam_mask, grid_mask,
                             stroke_mask)
@@ -120,6 +121,10 @@ def representation_scores(fg: torch.Tensor, bg: torch.Tensor, kind: str = "contr
 class FeatureMap(ScoreMethod):
     name = "feature_map"
     summary = "Map-EX: filters ranked by object-vs-background response on post-ReLU maps (adapted, §6)"
+    display_name = "Map-EX"
+    variant_labels = {"activation": "activation scores"}
+    paper_results = (PaperResult("6", "Map-EX", "not found", None, None, source="[X]",
+                                 note="paper numbers n/f; 'adapted'"),)
 
     def __init__(self, rule: Literal["map-ex", "map"] = "map-ex",
                  score: Literal["contrast", "ratio"] = "contrast",

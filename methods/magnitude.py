@@ -15,7 +15,7 @@ from torch import nn
 
 from typing import Literal
 
-from bench.api import ScoreMethod, Task, register
+from bench.api import PaperResult, ScoreMethod, Task, register
 
 
 def filter_l1(weight: torch.Tensor, drop_inputs: torch.Tensor | None = None) -> torch.Tensor:
@@ -30,6 +30,14 @@ def filter_l1(weight: torch.Tensor, drop_inputs: torch.Tensor | None = None) -> 
 class Magnitude(ScoreMethod):
     name = "magnitude"
     summary = "L1 norm of each filter (Li et al. 2017); data-free"
+    display_name = "L1 magnitude"
+    paper_results = tuple(  # Li et al. prune once and retrain, each layer by its own rate
+        PaperResult("5a", "L1", setting, "cifar10", model, base, pruned, delta, flops, params, source="[R]",
+                    protocol=(("pruning.ranking", "per_layer"), ("pruning.rounds", "1")))
+        for setting, model, base, pruned, delta, flops, params in (
+            ("VGG-16-A / CIFAR-10", ("vgg", (("depth", 16),)), 93.25, 93.40, 0.15, 34.2, 64.0),
+            ("ResNet-56-B / CIFAR-10", ("resnet56", ()), 93.04, 93.06, 0.02, 27.6, 13.7),
+            ("ResNet-110-B / CIFAR-10", ("resnet110", ()), 93.53, 93.30, -0.23, 38.6, 32.4)))
 
     def __init__(self, strategy: Literal["greedy", "independent"] = "greedy"):
         self.strategy = strategy

@@ -44,9 +44,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.api import Range, ScoreMethod, Task, Unit, eval_mode, output_layer, register
+from bench.api import PaperResult, Range, ScoreMethod, Task, Unit, eval_mode, output_layer, register
 
 PAPER_ROUNDS = 8  # docs/methods.md §2: K iterations; README row ResNet-56 / CIFAR-10 at 52.56 % FLOPs = iteration 8
+
+
+def paper_protocol(rounds: int) -> tuple[tuple[str, str], ...]:
+    """The logged settings a paper row requires: one network-wide VIP threshold, K rounds."""
+    return (("pruning.ranking", "global"), ("pruning.rounds", str(rounds)))
 
 
 def vip(x_scores: np.ndarray, x_weights: np.ndarray, y_loadings: np.ndarray) -> np.ndarray:
@@ -127,6 +132,20 @@ def group_vip(member_vips: Sequence[np.ndarray]) -> np.ndarray:
 class PLSVIP(ScoreMethod):
     name = "pls_vip"
     summary = "VIP of each filter's pooled activation in a PLS model of the labels (Jordao et al.)"
+    display_name = "PLS+VIP"
+    variant_labels: ClassVar[dict[str, str]] = {"per_layer": "per layer, one shot"}
+    paper_results = (
+        PaperResult("2", "PLS+VIP", "ResNet-56 / CIFAR-10 (it=8)", "cifar10", ("resnet56", ()),
+                    delta_pp=0.62, flops_pct=52.56, source="[R] README", protocol=paper_protocol(8)),
+        PaperResult("2", "PLS+VIP", "ResNet-50 / ImageNet (it=10)", "imagenet", ("resnet50", ()),
+                    delta_pp=-1.01, flops_pct=44.50, source="[R] README", protocol=paper_protocol(10)),
+        # VGG-16 / CIFAR-10 rows of the official README (github.com/arturjordao/PruningNeuralNetworks,
+        # commit 0529168, "Accuracy ↓" -0.63 and 1.50 pp; its first 2018 version, df9c97f, gave 67.28 / 90.69 %)
+        *[PaperResult("2", "PLS+VIP", f"VGG-16 / CIFAR-10 (it={k})", "cifar10", ("vgg", (("depth", 16),)),
+                      delta_pp=d, flops_pct=f, source="[R] README 0529168", protocol=paper_protocol(k),
+                      label=f"it{k}")
+          for k, d, f in ((5, 0.63, 67.25), (9, -1.50, 90.66))],
+    )
     comparable_scores = True
     pruning_defaults: ClassVar[dict] = {"ranking": "global", "rounds": PAPER_ROUNDS}
 

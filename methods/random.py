@@ -15,6 +15,7 @@ from bench.api import ScoreMethod, Task, register
 class Random(ScoreMethod):
     name = "random"
     summary = "uniformly random filter scores (seeded): the baseline floor"
+    display_name = "Random"
 
     def score(self, model: nn.Module, task: Task) -> dict[str, torch.Tensor]:
         gen = torch.Generator().manual_seed(task.seed)

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from bench.api import FullMethod, Range, Target, Task, register
+from bench.api import FullMethod, PaperResult, Range, Target, Task, register
 from methods._fx import bn_chain_end
 
 MIN_SHARE = 1e-3  # allocation of a unit whose agent kept every filter: cut last, if at all
@@ -174,6 +174,11 @@ def unit_filters(model: nn.Module, unit) -> torch.Tensor:
 class RLAgent(FullMethod):
     name = "rl_agent"
     summary = "per-layer REINFORCE agents, reward (b-drop)/b*log(N/kept) (Huang et al. 2018)"
+    display_name = "RL agent"
+    variant_labels = {"l1_fill": "L1 fill"}
+    # Huang et al.'s own table n/f; the PLS+VIP README (commit 0529168, and df9c97f) quotes it: "Accuracy ↓" 1.90 pp
+    paper_results = (PaperResult("4", "RL agent", "VGG-16 / CIFAR-10", "cifar10", ("vgg", (("depth", 16),)),
+                                 delta_pp=-1.90, flops_pct=64.70, source="[R] PLS+VIP README 0529168, as quoted"),)
     needs_finetune = True  # the harness fine-tunes the pruned net with the whole fine-tune budget
 
     def __init__(self, b: Annotated[float, Range(0, lo_open=True)] = 2.0,  # accuracy points
@@ -258,7 +263,7 @@ class RLAgent(FullMethod):
         from bench.api import DATASETS, forward_seconds, unit_count
 
         m = cls(**dict(spec.method_args))
-        units = unit_count(spec.model, spec.model_args, DATASETS[spec.dataset].shape, spec.pruning.include_coupled)
+        units = unit_count(spec.model, spec.model_args, DATASETS[spec.dataset], spec.pruning.include_coupled)
         return forward_seconds(spec, units * m.updates * m.samples * min(m.eval_size, spec.val_size) * 0.5)
 
 

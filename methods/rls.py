@@ -95,7 +95,8 @@ from typing import Annotated, Literal
 import torch
 from torch import nn
 
-from bench.api import ConfigError, FitContext, FullMethod, Hook, Range, Target, Task, min_keep, register, widths
+from bench.api import (ConfigError, FitContext, FullMethod, Hook, PaperResult, Range, Target, Task, min_keep, register,
+                       widths)
 from methods._rls_optim import RLS, shrink, shrink_R
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -391,6 +392,14 @@ class RLSPrune(FullMethod):
 
     name = "rls"
     summary = "RLS training from scratch; prune input channels by ||W||^2/P_jj on recovery (Yu et al. 2022)"
+    display_name = "RLS"
+    variant_labels = {"exact_p": "exact P", "no_p": "P = I", "no_prune": "no pruning"}
+    paper_results = (
+        PaperResult("1", "RLS", "arXiv: MNIST / CIFAR-10 / SVHN (models n/f)", None, None, source="[A]",
+                    note="qualitative only (\"small or no acc. loss\"); numbers n/f"),
+        PaperResult("1j", "RLS (journal)", "VGG-16, ResNet-50 / CIFAR-10/100; 3-layer FNN / MNIST", None, None,
+                    source="[A]", note="numbers n/f"),
+    )
     needs_pretrained = False
     needs_finetune = False
 
@@ -466,6 +475,43 @@ class RLSPrune(FullMethod):
 
     @classmethod
     def report_extras(cls, runs, out_dir):
+        """The RLS curves figure and the table of how far P's weighting is from uniform."""
+        return cls._curves_figure(runs, out_dir) + cls._spread_table(runs, out_dir)
+
+    SPREAD = "rls.invP_diag_spread."
+
+    @classmethod
+    def _spread_table(cls, runs, out_dir):
+        """`rls_invP_spread.md/.csv`: per variant and covered layer, max/min of 1/P_jj over the
+        layer's weight rows in the P the score used at each run's last cut (1 = every row weighed
+        alike, so the score ranks channels exactly as ‖W‖² does). Under the plain row's average
+        approximation P⁻¹ = I/α + Σ N·ūūᵀ sees batch means only, so it is near 1 by construction;
+        `rls@exact_p` scores with the per-patch autocorrelation instead."""
+        import pandas as pd
+
+        cols = [c for c in runs.columns if c.startswith(cls.SPREAD) and runs[c].notna().any()]
+        if not cols:
+            return []
+        long = runs.melt(id_vars=["variant", "dataset", "model"], value_vars=cols, var_name="layer",
+                         value_name="spread").dropna()
+        long["layer"] = long["layer"].str.removeprefix(cls.SPREAD)
+        table = (long.groupby(["dataset", "model", "variant", "layer"], sort=True)["spread"]
+                 .agg(runs="count", mean="mean", min="min", max="max").reset_index())
+        out_dir.mkdir(parents=True, exist_ok=True)
+        csv, md = out_dir / "rls_invP_spread.csv", out_dir / "rls_invP_spread.md"
+        table.to_csv(csv, index=False)
+        lines = ["Spread of 1/P_jj (max / min over a layer's weight rows) in the P each RLS run scored with at "
+                 "its last cut; 1 = uniform weighting (the score then ranks channels as ‖W‖² does). The plain "
+                 "`rls` row's average approximation is near-uniform by construction; `rls@no_p` scores with "
+                 "P = I (1 exactly).", "",
+                 "| Dataset / model | Variant | Layer | Runs | Mean | Min | Max |", "|---|---|---|---:|---:|---:|---:|"]
+        lines += [f"| {r.dataset} / {r.model} | {r.variant} | {r.layer} | {r.runs} | {r.mean:.2f} | {r.min:.2f} | "
+                  f"{r.max:.2f} |" for r in table.itertuples()]
+        md.write_text("\n".join(lines) + "\n")
+        return [md, csv]
+
+    @classmethod
+    def _curves_figure(cls, runs, out_dir):
         """`rls_curves.png/.pdf`: validation accuracy per epoch of each run's RLS training with its
         prune events, one panel per dataset x model x target. Event k is logged at step k as
         `rls/prune_epoch` (the 1-based epoch at whose end it cut) and `rls/val_acc_after_prune`;

@@ -79,6 +79,7 @@ def _restrict(group: tp.Group, keep) -> tp.Group:
 class TpL1(_TpCriterion):
     name = "tp_l1"
     summary = "torch-pruning group L1 norm (GroupMagnitudeImportance p=1); data-free"
+    display_name = "TP group L1"
 
     def __init__(self, scope: Scope = "group", reduction: Reduction = "mean"):
         self.scope, self.reduction = scope, reduction
@@ -91,6 +92,7 @@ class TpL1(_TpCriterion):
 class TpL2(TpL1):
     name = "tp_l2"
     summary = "torch-pruning group L2 norm (GroupMagnitudeImportance p=2, squared); data-free"
+    display_name = "TP group L2"
 
     def importance(self):
         return tp.importance.GroupMagnitudeImportance(p=2, group_reduction=self.reduction, normalizer=None)
@@ -106,6 +108,7 @@ class TpTaylor(_TpCriterion):
 
     name = "tp_taylor"
     summary = "torch-pruning first-order Taylor |w*grad| on training batches (GroupTaylorImportance)"
+    display_name = "TP Taylor"
 
     def __init__(self, scope: Scope = "group", reduction: Reduction = "mean",
                  batches: Annotated[int, Range(1)] = 8, batch_size: Annotated[int, Range(1)] = 64):
@@ -130,6 +133,7 @@ class TpBNScale(_TpCriterion):
 
     name = "tp_bn_scale"
     summary = "torch-pruning BN scale |gamma| (network slimming), one global threshold; needs BN"
+    display_name = "TP BN scale"
     comparable_scores = True
     pruning_defaults = {"ranking": "global"}
     scored = "BatchNorm"  # vgg and resnet20 have it; lenet5 does not
@@ -148,6 +152,7 @@ class TpLAMP(_TpCriterion):
 
     name = "tp_lamp"
     summary = "torch-pruning LAMP scores (LAMPImportance), one global threshold; data-free"
+    display_name = "TP LAMP"
     comparable_scores = True
     pruning_defaults = {"ranking": "global"}
 

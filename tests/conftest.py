@@ -57,18 +57,25 @@ def data_dir() -> Path:
     return d
 
 
+FAST_TIER = "not data and not spawns and not slow"  # pyproject addopts
+
+
 def pytest_configure(config):
-    """CI runs the full suite with the README's plain test command: the default `-m 'not slow'`
-    (pyproject addopts) is lifted when `CI` is set, so the slow layer is never left out there."""
-    if os.environ.get("CI") and config.option.markexpr == "not slow":
+    """CI runs every tier with the README's plain test command: the default fast-tier `-m` is
+    lifted when `CI` is set, so no tier is ever left out there."""
+    if os.environ.get("CI") and config.option.markexpr == FAST_TIER:
         config.option.markexpr = ""
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(items):
+    """Tiers follow what a test needs: the `data` mark goes to tests that take the real datasets
+    from this file's `data_dir`, not to any fixture of that name (tests/test_plan.py has a
+    synthetic one); `spawns` and `slow` are marked where the tests are written."""
     for item in items:
-        if "data_dir" in item.fixturenames:
-            item.add_marker(pytest.mark.slow)
+        defs = item._fixtureinfo.name2fixturedefs.get("data_dir", ())
+        if defs and defs[-1].func.__module__ == __name__:
+            item.add_marker(pytest.mark.data)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ import pytest
 
 from bench.run.tracking import Tracker
 
+pytestmark = pytest.mark.spawns  # every test here starts interpreters
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -24,6 +24,7 @@ def test_free_slots_leave_the_busy_cores_to_their_processes(monkeypatch, others,
     assert cpu.free_slots(load, threads, most=1) == 1
 
 
+@pytest.mark.spawns
 def test_own_descendants_are_the_grids_work_not_load():
     child = subprocess.Popen([sys.executable, "-c", BUSY.format(s=0.6)])
     try:

@@ -27,7 +27,7 @@ CASES = [("lenet5", {}, (1, 28)), ("vgg", {"depth": 11, "width": 0.25}, (3, 32))
 
 def build(name, args, chans, size):
     torch.manual_seed(0)
-    m = models.build(name, chans, size, **args)
+    m = models.build(name, chans, size, 10, **args)
     models.init_weights(m)
     for mod in m.modules():  # non-trivial BN so that a wrong merge shows up in the outputs
         if isinstance(mod, (nn.BatchNorm2d, nn.BatchNorm1d)):
@@ -161,7 +161,7 @@ def test_bad_options_are_config_errors(bad):
 def test_centripetal_training_on_mnist_collapses_clusters_and_merges_without_loss(mnist_small, task_for):
     task = task_for(mnist_small, method="csgd", target=0.5, pretrain_epochs=1, finetune_epochs=1)
     torch.manual_seed(0)
-    base = models.build("lenet5", 1, 28)
+    base = models.build("lenet5", 1, 28, 10)
     models.init_weights(base)
     base = fit(base, mnist_small, task.spec.pretrain, seed=0, device="cpu", progress=False).model
     method = CSGD()  # ε at the paper's contraction, derived from this one-epoch schedule
@@ -278,7 +278,7 @@ def test_merge_lossless_check_passes_at_the_paper_contraction_and_fails_with_the
     close too: the derived eps leaves no spread (and merging changes no output), 3e-3 leaves it."""
     task = task_for(noise_mnist, method="csgd", target=0.5, finetune_epochs=3, batch_size=16)
     torch.manual_seed(0)
-    base = models.build("lenet5", 1, 28)
+    base = models.build("lenet5", 1, 28, 10)
     models.init_weights(base)
     with torch.no_grad():
         for m in base.modules():
@@ -310,7 +310,7 @@ def test_merge_lossless_check_passes_at_the_paper_contraction_and_fails_with_the
 
 def test_prune_logs_cluster_distance_before_merge_and_the_epsilon_used(noise_mnist, task_for):
     task = task_for(noise_mnist, method="csgd", target=0.5, finetune_epochs=0)
-    CSGD(clustering="even").prune(models.build("lenet5", 1, 28), task, task.target)
+    CSGD(clustering="even").prune(models.build("lenet5", 1, 28, 10), task, task.target)
     logged = task.memory_logger.metrics
     (_, mx), = logged["csgd.cluster_dist_before_merge_max"]
     (_, mean), = logged["csgd.cluster_dist_before_merge_mean"]

@@ -1,4 +1,6 @@
 """Dataset loading: real files, validation split, augmentation, SVHN conversion, clear errors."""
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.io
@@ -39,9 +41,9 @@ def test_failed_download_is_unavailable_not_a_crash(tmp_path, monkeypatch):
     monkeypatch.delenv("BENCH_OFFLINE", raising=False)
     monkeypatch.delenv("BENCH_DATA", raising=False)
 
-    def no_network(name, root):
+    def no_network(folder):
         raise OSError("Name or service not known")
-    monkeypatch.setattr(datasets, "_fetch_official", no_network)
+    monkeypatch.setitem(datasets.DATASETS, "mnist", dataclasses.replace(datasets.DATASETS["mnist"], fetch=no_network))
     with pytest.raises(DataUnavailable, match="download failed"):
         datasets.load("mnist", tmp_path)
 

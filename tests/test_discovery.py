@@ -29,6 +29,7 @@ class Shiny(ScoreMethod):
 '''
 
 
+@pytest.mark.spawns
 def test_a_method_of_an_installed_distribution_is_discovered_by_its_entry_point(tmp_path):
     env = installed(tmp_path, "shiny_plugin", "shiny = shiny_plugin:Shiny", "shiny_plugin", PLUGIN)
     out = subprocess.run([sys.executable, "-m", "bench", "methods"], cwd=REPO, env=env, capture_output=True,
@@ -53,6 +54,7 @@ def installed(tmp_path: Path, name: str, entry_points: str, module: str = "", te
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
 
 
+@pytest.mark.spawns
 def test_a_broken_entry_point_is_one_warning_and_breaks_no_other_method(tmp_path):
     env = installed(tmp_path, "broken_plugin", "broken = broken_plugin:Broken", "broken_plugin",
                     "import no_such_module\n")
@@ -94,8 +96,9 @@ def test_tox_quick_uses_the_test_environment_instead_of_installing_torch_again()
     assert ini["testenv"]["commands"].strip().endswith("pytest {posargs:-q}")  # tiers come from CI (conftest)
 
 
+@pytest.mark.spawns
 def test_ci_runs_the_slow_tier_with_the_same_command():
-    """`tox` / `pytest` deselect the real-data tests; with CI set the same command collects them."""
+    """`tox` / `pytest` run the fast tier only; with CI set the same command collects every tier."""
     def collected(ci: bool) -> str:
         env = {k: v for k, v in os.environ.items() if k != "CI"} | ({"CI": "1"} if ci else {})
         out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",

@@ -17,7 +17,7 @@ MODELS = [("lenet5", {}, (1, 28)), ("vgg", {"depth": 11, "width": 0.25}, (3, 32)
 @pytest.mark.parametrize("kind,amount", [("macs", 0.5), ("macs", 0.3), ("params", 0.5)])
 def test_driver_hits_target_within_tolerance(name, args, shape, ranking, kind, amount):
     torch.manual_seed(1)
-    m = models.build(name, shape[0], shape[1], **args)
+    m = models.build(name, shape[0], shape[1], 10, **args)
     x = torch.randn(1, shape[0], shape[1], shape[1])
     units = find_units(m, x)
     scores = {n: torch.rand(u.size) for n, u in units.items()}
@@ -27,7 +27,7 @@ def test_driver_hits_target_within_tolerance(name, args, shape, ranking, kind, a
 
 
 def test_lowest_scores_are_removed_first():
-    m = models.build("lenet5", 1, 28)
+    m = models.build("lenet5", 1, 28, 10)
     x = torch.randn(1, 1, 28, 28)
     units = find_units(m, x)
     scores = {n: torch.arange(u.size, dtype=torch.float) for n, u in units.items()}
@@ -39,7 +39,7 @@ def test_lowest_scores_are_removed_first():
 
 
 def test_per_layer_ranking_prunes_units_evenly_and_never_empties_them():
-    m = models.build("vgg", 3, 32, depth=11, width=0.25)
+    m = models.build("vgg", 3, 32, 10, depth=11, width=0.25)
     x = torch.randn(1, 3, 32, 32)
     units = find_units(m, x)
     scores = {n: torch.rand(u.size) for n, u in units.items()}
@@ -55,7 +55,7 @@ def test_per_layer_ranking_prunes_units_evenly_and_never_empties_them():
 
 
 def test_round_to_keeps_widths_multiples_of_8_and_still_hits_the_target():
-    m = models.build("vgg", 3, 32, depth=16, width=0.5)
+    m = models.build("vgg", 3, 32, 10, depth=16, width=0.5)
     x = torch.randn(1, 3, 32, 32)
     units = find_units(m, x)
     scores = {n: torch.rand(u.size) for n, u in units.items()}

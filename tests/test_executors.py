@@ -135,6 +135,7 @@ def report_gpu_after_rendezvous(job) -> str:
     return os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
 
 
+@pytest.mark.spawns
 def test_pool_pins_each_worker_to_its_own_gpu(tmp_path):
     from types import SimpleNamespace
 
@@ -158,6 +159,7 @@ def timed_cell(job) -> tuple[float, float]:
     return start, time.time()
 
 
+@pytest.mark.spawns
 def test_pool_runs_at_most_its_limit_at_once_and_more_once_it_grows(tmp_path):
     """The adaptive pool asks `limit()` before each submission: cells never outnumber it, and
     freed cores are used by the cells still waiting."""
@@ -239,6 +241,7 @@ def test_pool_workers_see_the_callers_current_environment(monkeypatch):
     assert [s for _, s in PoolExecutor(workers=1, gpu_ids=[], cell=read_env).run([None])] == ["after"]
 
 
+@pytest.mark.spawns
 def test_started_pool_runs_the_jobs_and_an_unused_one_closes():
     from bench.run.executors import PoolExecutor
 
@@ -265,6 +268,7 @@ def test_rerun_of_a_finished_pool_grid_starts_no_worker(tmp_path, data_dir, monk
     assert run_grid(cfg, executor="pool", workers=2, progress=False) == {"cached": 1}
 
 
+@pytest.mark.spawns
 def test_forkserver_preload_never_touches_cuda():
     """Workers fork from the process that ran these imports: CUDA initialised there would be
     unusable in every worker, and the per-worker GPU pin would come too late."""

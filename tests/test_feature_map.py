@@ -15,7 +15,7 @@ from methods.feature_map import FeatureMap, center_mask, gradcam_mask, grid_mask
 
 def _geometry(name: str, channels: int, size: int, **args) -> dict[str, tuple[int, int, int, int]]:
     """(rf, stride, start, map side) per module, square maps only."""
-    model = build(name, channels, size, **args)
+    model = build(name, channels, size, 10, **args)
     geo = layer_geometry(model, torch.zeros(1, channels, size, size))
     for g in geo.values():
         assert g.rf[0] == g.rf[1] and g.stride[0] == g.stride[1] and g.start[0] == g.start[1]
@@ -123,7 +123,7 @@ def test_last_vgg11_convs_scored_without_fallback(task_for):
     not by the activation fallback; only the linear unit falls back, and its cut is a tiny share
     of the removed MACs."""
     task = task_for(_quadrant_squares(), model="vgg")
-    model = build("vgg", 3, 32, depth=11, width=0.25)
+    model = build("vgg", 3, 32, 10, depth=11, width=0.25)
     init_weights(model)
     FeatureMap(foreground="stroke").score(model, task)
     logged = task.memory_logger.params
@@ -264,7 +264,7 @@ def test_cifar_gradcam_on_vgg_and_plan(task_for, data_dir):
         y = torch.from_numpy(z["y_test"][:32].astype(np.int64))
     task = task_for(Data(DATASETS["cifar10"], Split(x, y), Split(x, y), Split(x, y)), model="vgg")
     torch.manual_seed(0)
-    model = build("vgg", 3, 32, depth=11, width=0.125)
+    model = build("vgg", 3, 32, 10, depth=11, width=0.125)
     init_weights(model)
     method = FeatureMap(images=32)
     scores = method.score(model, task)
@@ -300,7 +300,7 @@ def test_mnist_scores_use_strokes(task_for, mnist_small):
     """Real MNIST, LeNet-5: stroke foreground; fc units get the logged activation fallback."""
     task = task_for(mnist_small)
     torch.manual_seed(0)
-    model = build("lenet5", 1, 28)
+    model = build("lenet5", 1, 28, 10)
     init_weights(model)
     scores = FeatureMap(images=256).score(model, task)
     assert set(scores) == {"features.0", "features.3", "classifier.1", "classifier.3"}

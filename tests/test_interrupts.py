@@ -13,6 +13,8 @@ from bench.core.spec import TrainConfig
 from bench.core.training import evaluate, fit
 from bench.errors import Terminated
 
+pytestmark = pytest.mark.spawns  # every test here starts interpreters
+
 
 def tiny_data() -> Data:
     gen = torch.Generator().manual_seed(0)

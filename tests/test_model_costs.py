@@ -48,6 +48,6 @@ def resnet20_by_hand():
 ])
 def test_counted_macs_and_params_equal_the_hand_derivation(name, args, shape, by_hand, macs, params):
     assert by_hand() == (macs, params)
-    model = models.build(name, shape[0], shape[1], **args)
+    model = models.build(name, shape[0], shape[1], 10, **args)
     assert count_macs(model, torch.zeros(2, *shape)) == macs
     assert count_params(model) == params

@@ -185,6 +185,7 @@ def test_plan_cli_prints_the_estimate(tmp_path, data_dir, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.spawns
 def test_paper_plan_takes_under_a_minute(tmp_path):
     t = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "bench", "plan", "configs/paper.yaml", "--results-dir",

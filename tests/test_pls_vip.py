@@ -129,7 +129,7 @@ def trained_lenet(mnist_small):
     torch.manual_seed(0)
     data = Data(mnist_small.info, mnist_small.train.subset(2000, 0), mnist_small.val.subset(200, 0), None)
     recipe = TrainConfig(epochs=1, lr=0.05, batch_size=64, augment=False)
-    return fit(build("lenet5", 1, 28), data, recipe, seed=0, device="cpu", progress=False).model
+    return fit(build("lenet5", 1, 28, 10), data, recipe, seed=0, device="cpu", progress=False).model
 
 
 @pytest.mark.slow
@@ -155,7 +155,7 @@ def test_score_on_real_lenet(mnist_small, task_for, trained_lenet):
 
 def test_global_threshold_removes_by_raw_vip_under_global_ranking(noise_mnist):
     """With `ranking: global` the driver must remove channels by one network-wide VIP threshold."""
-    model = build("lenet5", 1, 28)
+    model = build("lenet5", 1, 28, 10)
     example = normalize(noise_mnist.train.x[:2], noise_mnist.info)
     units = find_units(model, example)
     gen = torch.Generator().manual_seed(0)
@@ -191,7 +191,7 @@ def test_global_threshold_removes_by_raw_vip_under_global_ranking(noise_mnist):
 def test_coupled_units_get_group_scores(noise_mnist, task_for):
     task = task_for(noise_mnist, method="pls_vip", model="resnet20",
                     pruning=PruningConfig(include_coupled=True))
-    model = build("resnet20", 1, 28, width=0.25)
+    model = build("resnet20", 1, 28, 10, width=0.25)
     units = task.units(model)
     assert any(u.coupled for u in units.values())
     scores = PLSVIP(samples=200, batch_size=100).score(model, task)

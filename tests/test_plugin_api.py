@@ -118,7 +118,7 @@ def _lenet_task(noise_mnist, **kw):
     from bench.core.models import build
     from tests.conftest import make_task
 
-    return make_task(noise_mnist, **kw), build("lenet5", in_channels=1, input_size=28)
+    return make_task(noise_mnist, **kw), build("lenet5", in_channels=1, input_size=28, num_classes=10)
 
 
 @pytest.mark.parametrize("epochs", [0.5, 1.5, -1, "1"])

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_the_score_method_gives_one_score_per_channel_of_every_unit(mnist_small):
     task = make_task(mnist_small)  # a real Task on small real MNIST; logs to memory, not MLflow
-    model = build("lenet5", in_channels=1, input_size=28)
+    model = build("lenet5", in_channels=1, input_size=28, num_classes=10)
     scores = MeanActivation(batches=2).score(model, task)
     assert {n: len(s) for n, s in scores.items()} == {n: u.size for n, u in task.units(model).items()}
     assert all((s >= 0).all() for s in scores.values())
@@ -28,7 +28,7 @@ def test_the_score_method_gives_one_score_per_channel_of_every_unit(mnist_small)
 def test_the_full_method_logs_each_step_and_reaches_the_target(mnist_small):
     data = Data(mnist_small.info, mnist_small.train.subset(640, 0), mnist_small.val.subset(200, 0), None)
     task = make_task(data, finetune_epochs=2)  # 2 steps: 1 epoch between them, 1 left to the harness
-    model = build("lenet5", in_channels=1, input_size=28)
+    model = build("lenet5", in_channels=1, input_size=28, num_classes=10)
     small = Gradual(steps=2).prune(model, task, task.target)
     steps = dict(task.memory_logger.metrics["step_reduction"])
     assert steps[1] == pytest.approx(0.25, abs=0.02) and task.target.met(steps[2])

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.spawns  # every test here starts interpreters
+
 REPO = Path(__file__).resolve().parents[1]
 
 GRID = """name: newcomer

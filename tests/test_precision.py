@@ -46,7 +46,7 @@ def test_cpu_autocast_runs_the_forward_in_bf16():
 
 def _train(data, precision):
     torch.manual_seed(0)
-    m = models.build("lenet5", 1, 28)
+    m = models.build("lenet5", 1, 28, 10)
     cfg = TrainConfig(epochs=1, lr=0.1, batch_size=64, augment=False, precision=precision)
     return fit(m, data, cfg, seed=0, device="cpu", progress=False)
 

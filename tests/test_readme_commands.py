@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.spawns  # every test here starts interpreters
+
 REPO = Path(__file__).resolve().parents[1]
 COMMAND = re.compile(r"python -m bench [^`#\n]*[^`#\s]")
 EXAMPLE = re.compile(r"<!-- example: ~/(\S+) -->\n```python\n(.*?)```\n", re.S)

@@ -279,6 +279,20 @@ def test_rls_prune_events_come_from_the_plugins_report_extras_hook(tmp_path):
     assert ScoreMethod.report_extras(runs, tmp_path) == []  # the default hook writes nothing
 
 
+def test_rls_extras_tabulate_the_spread_of_inverse_p_each_run_scored_with(tmp_path):
+    from methods.rls import RLSPrune
+
+    key = "rls.invP_diag_spread.features.0"
+    runs = fake_runs([{"method": "rls", "variant": v, "seed": s, key: x}
+                      for v, s, x in (("rls", 0, 1.1), ("rls", 1, 1.3), ("rls@exact_p", 0, 9.0))])
+    runs.attrs["curves"] = pd.DataFrame(columns=["mlflow_run_id", "key", "step", "value", "timestamp"])
+    md, csv = RLSPrune.report_extras(runs, tmp_path / "extras")
+    table = pd.read_csv(csv).set_index("variant")
+    assert table.loc["rls", ["runs", "mean", "min", "max"]].tolist() == pytest.approx([2, 1.2, 1.1, 1.3])
+    assert table.loc["rls@exact_p", "layer"] == "features.0" and table.loc["rls@exact_p", "max"] == 9.0
+    assert "| rls | features.0 | 2 | 1.20 | 1.10 | 1.30 |" in md.read_text()
+
+
 def test_pls_vip_vgg16_rows_are_graded_by_the_variant_that_runs_their_rounds():
     """The README's VGG-16 rows (K = 5 at -67.25 %, K = 9 at -90.66 % FLOPs) beside the plain K = 8:
     `pls_vip@it5` with 5 global rounds grades the K = 5 row; the plain pls_vip at that target does not."""
@@ -300,7 +314,7 @@ def test_paper_preset_has_a_target_for_every_gradable_paper_row():
     from bench.run import config
 
     lines = report_repro.plan_lines(config.load("configs/paper.yaml").expand())
-    assert lines[0].startswith(f"paper rows (methods.md §7): 7 of {len(report_repro.PAPER_RESULTS)} graded")
+    assert lines[0].startswith(f"paper rows (docs/methods.md §7): 7 of {len(report_repro.paper_results())} graded")
     graded = [line for line in lines[1:] if ": graded by " in line]
     assert len(graded) == 7
     assert any("VGG-16 / CIFAR-10 (it=5), −67.25 % FLOPs: graded by pls_vip@it5 at MACs −65%" in g for g in graded)
@@ -382,3 +396,30 @@ def test_channel_overlap_of_a_hand_made_pair():
     assert row["jaccard_mean"] == pytest.approx(0.75) and row["jaccard_sd"] == pytest.approx(np.std([0.5, 1], ddof=1))
     md = ro.overlap_markdown(table, ["x: KeyError"])
     assert "| rls | 0.75 ± 0.35 (" in md and "| | rls@no_p |" in md and "(left out): x: KeyError" in md
+
+
+def test_a_plugin_brings_its_own_display_name_and_paper_rows(monkeypatch):
+    """Paper numbers and display names sit on the method class: a new plugin's row is graded and
+    its name shown with no harness edit; a subclass (another method) inherits neither."""
+    from bench.api import PaperResult, ScoreMethod
+    from bench.core import registry
+    from bench.report.names import display_name
+
+    class Sharp(ScoreMethod):
+        name = "sharp"
+        display_name = "Sharp"
+        variant_labels = {"big": "big step"}
+        paper_results = (PaperResult("9", "Sharp", "LeNet-5 / MNIST", "mnist", ("lenet5", ()), delta_pp=-0.5,
+                                     flops_pct=50.0, source="[T]"),)
+
+    class Blunt(Sharp):
+        name = "blunt"
+
+    registry.discover()
+    monkeypatch.setitem(registry._REGISTRY, "sharp", Sharp)
+    monkeypatch.setitem(registry._REGISTRY, "blunt", Blunt)
+    assert display_name("sharp@big") == "Sharp (big step)" and display_name("blunt@big") == "blunt (big)"
+    runs = fake_runs([{"method": m, "seed": s, "acc_final": 0.976} for m in ("sharp", "blunt") for s in (0, 1)])
+    rep = report_repro.reproduction(report_stats.aggregate(runs))
+    assert rep.loc[rep["paper_method"] == "Sharp", ["method", "result"]].values.tolist() == [["sharp", "pass"]]
+    assert rep["ref"].iloc[-1] == "9"  # after the rows of docs/methods.md §7, in their order

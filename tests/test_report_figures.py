@@ -5,6 +5,7 @@ and Pareto dominance only by a paired verdict. Synthetic runs; each figure is al
 as the report saves it, so layout errors surface here."""
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -40,7 +41,7 @@ def legend_texts(fig) -> list[str]:
     return [t.get_text() for t in fig.legends[0].get_texts()]
 
 
-def test_display_names_come_from_one_mapping_with_a_fallback():
+def test_display_names_come_from_the_method_classes_with_a_fallback():
     assert display_name("magnitude") == "L1 magnitude" and display_name("pls_vip") == "PLS+VIP"
     assert display_name("rls@exact_p") == "RLS (exact P)" and display_name("csgd@fast_eps") == "C-SGD (auto ε)"
     assert display_name("my_plugin@big_lr") == "my_plugin (big lr)"  # unknown: the identifier, readable
@@ -176,3 +177,27 @@ def test_a_pareto_point_is_dominated_only_by_a_paired_verdict(tmp_path):
     assert [(ln.get_xdata()[0], ln.get_ydata()[0]) for ln in hollow] == [(100.5, 16.0)]
     assert rfs.DOMINATED_LABEL in legend_texts(fig) and "Pareto front" not in legend_texts(fig)
     assert ax.get_ylim()[0] > 80 and [t.get_text() for t in ax.texts] == ["16.0 %"]  # far off: marked at the edge
+
+
+def test_a_figure_is_one_registered_function():
+    """The report draws every registered figure, in registration order, with the inputs its
+    parameters name; one returning None (no data for it) is left out."""
+    assert list(rf.FIGURES) == ["tradeoff", "latency", "widths", "curves", "cd_diagram", "pareto"]
+    runs = fake_runs([{"method": "magnitude", "seed": s} for s in range(2)])
+    inputs = rf.FigureInputs(runs, pd.DataFrame(), pd.DataFrame(), rf.Style.for_runs(runs))
+    seen = {}
+
+    @rf.figure("probe_for_tests", "A test figure.")
+    def probe(runs, style, verdicts):
+        seen.update(runs=len(runs), verdicts=verdicts)
+        return rf.Figure() if verdicts is None else None
+
+    try:
+        drawn = rf.draw_all(inputs)
+        assert list(drawn) == ["tradeoff", "latency", "probe_for_tests"]  # no widths, curves, ranks, front
+        assert drawn["probe_for_tests"][1] == "A test figure." and seen == {"runs": 2, "verdicts": None}
+        assert "probe_for_tests" not in rf.draw_all(dataclasses.replace(inputs, verdicts=pd.DataFrame()))
+    finally:
+        del rf.FIGURES["probe_for_tests"]
+    with pytest.raises(TypeError, match="not FigureInputs fields"):
+        rf.figure("bad", "")(lambda frame: None)

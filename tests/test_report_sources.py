@@ -118,3 +118,17 @@ def test_a_segment_reports_as_the_store_it_was_exported_from(tmp_path):
     assert overlap["n"].tolist() == [2]  # magnitude vs rls, both seeds, read from the segment's artifacts
     assert "more than one source" not in (segment / "index.md").read_text()
     assert "5 cells were found in more than one source" in (both / "index.md").read_text()
+
+
+def test_a_segment_holds_only_runs_that_ended(tmp_path):
+    """A cell still running (or interrupted) when the segment is cut is redone by the next `bench
+    run`: the segment leaves it out and says how many it left out."""
+    store = Tracker(tmp_path / "store")
+    log_run(store, "magnitude", 0, 0.95)
+    log_run(store, "random", 0, 0.0, status="failed")
+    log_run(store, "rls", 0, 0.0, status="running")
+    log_run(store, "rls", 1, 0.0, status="interrupted")
+    seg = tmp_path / "seg"
+    assert cli.main(["export", "--experiment", "syn", "--results-dir", str(tmp_path / "store"), "--out", str(seg)]) == 0
+    assert sorted(pd.read_csv(seg / "runs.csv")["status"]) == ["done", "failed"]
+    assert json.loads((seg / "segment.json").read_text())["left_out_unfinished"] == 2

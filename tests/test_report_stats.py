@@ -383,8 +383,10 @@ def test_secondary_rows_are_bonferroni_within_their_dataset_and_the_ablations_ow
 def test_pareto_macs_tick_labels_do_not_overlap(tmp_path):
     """MNIST's pruned LeNet-5 has 1.2e5-3e5 MACs: plain tick labels ("125000", every 25 000) ran
     into each other in the committed curves report."""
-    from bench.report.figures import Style, save
-    from bench.report.figures_stats import draw_all
+    import matplotlib as mpl
+
+    from bench.report.figures import RC, Style, save
+    from bench.report.figures_stats import pareto
 
     table = pd.DataFrame({"experiment": "e", "dataset": "mnist", "model": "lenet5",
                           "variant": ["a", "b"] * 3, "target_kind": "macs", "target": [0.3, 0.3, 0.5, 0.5, 0.7, 0.7],
@@ -393,7 +395,8 @@ def test_pareto_macs_tick_labels_do_not_overlap(tmp_path):
                           "latency_cpu_b1_pruned_ms": [0.2, 0.21, 0.19, 0.2, 0.18, 0.19]})
     for cost in ("macs_pruned", "latency_cpu_b1_pruned_ms"):
         table[f"front_{cost}"] = pareto_front(table[cost], table["acc_final_pct"])
-    fig, _ = draw_all(None, table, Style(colors={"a": "C0", "b": "C1"}, markers={"a": "o", "b": "s"}))["pareto"]
+    with mpl.rc_context(RC):  # as the report draws it
+        fig = pareto(table, Style(colors={"a": "C0", "b": "C1"}, markers={"a": "o", "b": "s"}))
     save(fig, tmp_path / "pareto")  # the report's rendering (style, 200 dpi); extents below are of it
     ax = fig.axes[0]
     lo, hi = ax.get_xlim()

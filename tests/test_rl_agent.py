@@ -50,7 +50,7 @@ def _calibrated(name: str, **kw) -> tuple[nn.Module, torch.Tensor]:
     """A random net with BN statistics set on its own inputs, so every channel changes the output."""
     c, s = (1, 28) if name == "lenet5" else (3, 32)
     torch.manual_seed(0)
-    model = build(name, c, s, **kw)
+    model = build(name, c, s, 10, **kw)
     s = 16 if name == "resnet20" else s  # global pooling: smaller inputs keep the test fast
     init_weights(model)
     for m in model.modules():
@@ -131,7 +131,7 @@ def test_allocation_is_the_agents_scaled_jointly_and_keeps_the_floor(mnist_small
     from bench.core.surgery import find_units, min_keep
     from methods.rl_agent import allocation_scores
 
-    model = build("lenet5", 1, 28)
+    model = build("lenet5", 1, 28, 10)
     example = normalize(mnist_small.train.x[:2], mnist_small.info)
     units = find_units(model, example)
     gen = torch.Generator().manual_seed(0)
@@ -156,7 +156,7 @@ def test_allocation_is_the_agents_scaled_jointly_and_keeps_the_floor(mnist_small
 @pytest.mark.slow
 def test_prune_meets_target_without_training_and_does_not_depend_on_layer_order(mnist_small, task_for):
     task = task_for(mnist_small, method="rl_agent", pretrain_epochs=1, finetune_epochs=2, target=0.5)
-    base = task.train(build("lenet5", 1, 28), 1, from_scratch=True).model
+    base = task.train(build("lenet5", 1, 28, 10), 1, from_scratch=True).model
     seen = task.images_seen
     method = RLAgent(updates=4, samples=4, eval_size=200)
     pruned = method.prune(base, task, Target("macs", 0.5))

@@ -141,7 +141,7 @@ def test_constant_and_noise_channels_score_lowest(mode, alpha, form):
 
 def _lenet_with_state(steps=3, mode="average"):
     torch.manual_seed(0)
-    m = models.build("lenet5", 1, 28)
+    m = models.build("lenet5", 1, 28, 10)
     models.init_weights(m)
     opt = RLS(m, 1.0, alpha=3e-3, mode=mode)
     for _ in range(steps):
@@ -182,7 +182,7 @@ def test_unit_scores_sum_over_consumers_of_a_residual_group():
     from bench.core.surgery import find_units
 
     torch.manual_seed(0)
-    m = models.build("resnet20", 3, 32, width=0.25)
+    m = models.build("resnet20", 3, 32, 10, width=0.25)
     opt = RLS(m, 1e-3)
     units = find_units(m, torch.randn(2, 3, 32, 32), include_coupled=True)
     group = next(u for u in units.values() if u.coupled)
@@ -196,7 +196,7 @@ def test_cut_of_a_residual_group_shrinks_every_consumer_and_training_goes_on():
     from bench.core.surgery import find_units, prune
 
     torch.manual_seed(0)
-    m = models.build("resnet20", 3, 32, width=0.25)
+    m = models.build("resnet20", 3, 32, 10, width=0.25)
     x = torch.randn(2, 3, 32, 32)
     opt = RLS(m, 1.0, alpha=3e-4)
     for _ in range(2):
@@ -318,7 +318,7 @@ def test_rls_end_to_end_on_real_mnist_hits_target_and_learns(mnist_small, task_f
     falls at the end of epoch 1 (deadline = 2 - recovery_epochs), epoch 2 recovers."""
     task = task_for(mnist_small, method="rls", pretrain_epochs=1, finetune_epochs=1, target=0.5)
     method = RLSPrune(loss=loss)
-    fresh = models.build("lenet5", 1, 28)
+    fresh = models.build("lenet5", 1, 28, 10)
     models.init_weights(fresh)
     base_macs = task.macs(fresh)
     pruned = method.prune(fresh, task, task.target)
@@ -377,7 +377,7 @@ def test_weight_decay_is_l2_on_the_weights_through_the_rls_step():
 
 def test_rls_trains_with_the_recipe_weight_decay_and_hands_its_unpruned_net_to_the_harness(mnist_small, task_for):
     task = task_for(mnist_small, method="rls", pretrain_epochs=3, finetune_epochs=1)
-    model = models.build("lenet5", 1, 28)
+    model = models.build("lenet5", 1, 28, 10)
     opt = RLSPrune().make_optimizer(task)(model)
     assert {g["weight_decay"] for g in opt.param_groups if g["kind"] == "rls"} == {task.spec.pretrain.weight_decay}
     opt.remove_hooks()

@@ -122,7 +122,7 @@ def test_shrink_R_is_the_autocorrelation_of_the_shrunk_P():
 
 def _lenet(task, method, steps=3):
     torch.manual_seed(0)
-    m = models.build("lenet5", 1, 28)
+    m = models.build("lenet5", 1, 28, 10)
     models.init_weights(m)
     opt = method.make_optimizer(task)(m)
     g = torch.Generator().manual_seed(0)
@@ -290,7 +290,7 @@ def test_cuts_after_recovery_check_fails_only_when_a_cut_was_forced(noise_mnist,
     task = task_for(noise_mnist, method="rls", pretrain_epochs=3, finetune_epochs=2, target=0.5)
     task.train = _scripted_train(losses)
     torch.manual_seed(0)
-    fresh = models.build("lenet5", 1, 28)
+    fresh = models.build("lenet5", 1, 28, 10)
     models.init_weights(fresh)
     base = task.macs(fresh)
     pruned = RLSPrune(epochs_before_prune=2, ratio=0.1, recovery_epochs=1).prune(fresh, task, task.target)
@@ -306,7 +306,7 @@ def test_cuts_after_recovery_check_fails_only_when_a_cut_was_forced(noise_mnist,
 def test_no_prune_trains_the_whole_budget_and_returns_the_unpruned_net(noise_mnist, task_for):
     task = task_for(noise_mnist, method="rls", pretrain_epochs=1, finetune_epochs=1)
     torch.manual_seed(0)
-    fresh = models.build("lenet5", 1, 28)
+    fresh = models.build("lenet5", 1, 28, 10)
     models.init_weights(fresh)
     shapes = [p.shape for p in fresh.parameters()]
     macs = task.macs(fresh)
@@ -324,7 +324,7 @@ def test_no_prune_trains_the_whole_budget_and_returns_the_unpruned_net(noise_mni
 @pytest.mark.slow
 def test_exact_p_end_to_end_on_real_mnist_hits_the_target_and_logs_both_spreads(mnist_small, task_for):
     task = task_for(mnist_small, method="rls", pretrain_epochs=1, finetune_epochs=1, target=0.5)
-    fresh = models.build("lenet5", 1, 28)
+    fresh = models.build("lenet5", 1, 28, 10)
     models.init_weights(fresh)
     base_macs = task.macs(fresh)
     pruned = RLSPrune(exact_p=True).prune(fresh, task, task.target)

@@ -11,7 +11,7 @@ CASES = [("lenet5", {}, (1, 28)), ("vgg", {"depth": 11, "width": 0.25}, (3, 32))
 
 def build(name, args, chans, size):
     torch.manual_seed(0)
-    m = models.build(name, chans, size, **args)
+    m = models.build(name, chans, size, 10, **args)
     models.init_weights(m)
     # non-trivial BN statistics so that wrong slicing shows up in the outputs
     for mod in m.modules():

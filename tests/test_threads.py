@@ -15,6 +15,8 @@ from bench.run import config
 from bench.run.baselines import base_key
 from bench.run.tracking import Tracker
 
+pytestmark = pytest.mark.spawns  # every test here starts interpreters
+
 REPO = Path(__file__).resolve().parents[1]
 SPEC = RunSpec(method="magnitude", dataset="mnist", model="lenet5", seed=0, target_kind="macs", target=0.5)
 GRID = {"name": "g", "methods": ["magnitude"], "datasets": {"mnist": {"models": ["lenet5"]}}}

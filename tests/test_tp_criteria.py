@@ -27,7 +27,7 @@ VGG = {"name": "vgg", "depth": 11, "width": 0.125}  # the smallest model with BN
 
 def model_for(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    return build(name, 1, 28, **({"depth": 11, "width": 0.125} if name == "vgg" else {}))
+    return build(name, 1, 28, 10, **({"depth": 11, "width": 0.125} if name == "vgg" else {}))
 
 
 @pytest.mark.parametrize("arch", ["lenet5", "resnet20"])

@@ -11,7 +11,7 @@ from bench.errors import DivergenceError
 
 def lenet():
     torch.manual_seed(0)
-    m = models.build("lenet5", 1, 28)
+    m = models.build("lenet5", 1, 28, 10)
     models.init_weights(m)
     return m
 

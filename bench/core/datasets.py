@@ -1,9 +1,13 @@
-"""MNIST / CIFAR-10 / SVHN as whole uint8 tensors in memory.
+"""The dataset registry, and datasets as whole uint8 tensors in memory.
 
-Why in memory: the three datasets fit in RAM many times over, and indexing a uint8 tensor by a
+A dataset is one `register_dataset` entry at the end of this file: its shape, classes,
+normalisation, official split sizes, fetcher and default recipes; everything else (model
+building, `bench plan`, the report's resolution, config defaults) reads the entry.
+
+Why in memory: the datasets fit in RAM many times over, and indexing a uint8 tensor by a
 random permutation then augmenting the whole batch at once is several times faster than a
 per-sample PIL pipeline (see benchmarks/). Sources, in order: `<data_dir>/<name>.npz` (our
-offline mirror and our cache format), else torchvision's official download, converted and
+offline mirror and our cache format), else the entry's fetcher (the official download),
 written back as the same npz.
 """
 from __future__ import annotations
@@ -11,41 +15,63 @@ from __future__ import annotations
 import os
 import socket
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-from bench.errors import DataCorrupt, DataUnavailable
+from bench.core.spec import TrainConfig
+from bench.errors import ConfigError, DataCorrupt, DataUnavailable
 from bench.utils import atomic_write
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+# What a fetcher returns and the npz holds: NPZ_KEYS -> uint8 NHWC images, int labels 0..num_classes-1
+Arrays = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
+    """Everything the harness knows of one dataset. `fetch(folder)` downloads the official files
+    into `folder` and returns them as NPZ_KEYS arrays; `pretrain` / `finetune` are the recipes a
+    config's `pretrain:` / `finetune:` fields override."""
+
     name: str
     shape: tuple[int, int, int]  # C, H, W
     mean: tuple[float, ...]
     std: tuple[float, ...]
     crop_pad: int  # random-crop padding used for augmentation; 0 = no crop
     hflip: bool
+    num_classes: int = 10
+    train_images: int = 0  # official split sizes: `bench plan` prices epochs by the first,
+    test_images: int = 0   # the report's resolution (one test image in pp) is the second
+    fetch: Callable[[Path], Arrays] | None = field(default=None, compare=False, repr=False)
+    pretrain: TrainConfig = TrainConfig()
+    finetune: TrainConfig = TrainConfig()
 
 
-DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("mnist", (1, 28, 28), (0.1307,), (0.3081,), 0, False),
-    "cifar10": DatasetInfo("cifar10", (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 4, True),
-    # Digits are not mirror-symmetric, so SVHN gets crop only.
-    "svhn": DatasetInfo("svhn", (3, 32, 32), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), 4, False),
-}
+DATASETS: dict[str, DatasetInfo] = {}
 
-HOW_TO_GET = (
-    "Point BENCH_DATA (or the config's data_dir) at a folder holding {name}.npz with arrays "
-    "x_train, y_train, x_test, y_test (uint8 NHWC images, int64 labels 0..9), e.g. the project's "
-    "../shared/datasets; on a machine with internet the official files are fetched with torchvision "
-    "and cached there automatically."
-)
+
+def register_dataset(info: DatasetInfo) -> DatasetInfo:
+    """Add a dataset to the registry (a test's synthetic one too); a malformed entry fails here,
+    not in the first run that reads it."""
+    c = info.shape[0]
+    sizes = min(info.train_images, info.test_images)
+    if len(info.mean) != c or len(info.std) != c or info.num_classes < 2 or sizes < 1:
+        raise ValueError(f"dataset '{info.name}': mean and std need one value per channel ({c}), num_classes >= 2 "
+                         f"and the official split sizes (train_images, test_images) > 0")
+    DATASETS[info.name] = info
+    return info
+
+
+def how_to_get(info: DatasetInfo) -> str:
+    """Where the loader looks for `info`'s file and what it must hold: the fix an error names."""
+    return (f"Point BENCH_DATA (or the config's data_dir) at a folder holding {info.name}.npz with arrays "
+            f"x_train, y_train, x_test, y_test (uint8 NHWC images, int64 labels 0..{info.num_classes - 1}), e.g. "
+            "the project's ../shared/datasets; on a machine with internet the dataset's fetcher downloads the "
+            "official files and caches them there automatically.")
 
 
 @dataclass
@@ -112,11 +138,11 @@ def resolve_data_dir(configured: str | os.PathLike | None) -> Path:
     return default_data_dir()
 
 
-def read_npz(path: Path, name: str, parts: tuple[str, ...] = ("train", "test")) -> dict[str, np.ndarray]:
+def read_npz(path: Path, name: str, parts: tuple[str, ...] = ("train", "test")) -> Arrays:
     """Read and validate one `<name>.npz` (only the arrays of `parts`: an npz member is read on
     access); any defect raises DataCorrupt naming the file and fix."""
     info = DATASETS[name]
-    fix = f"Delete or replace {path}. " + HOW_TO_GET.format(name=name)
+    fix = f"Delete or replace {path}. " + how_to_get(info)
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in NPZ_KEYS if k not in z.files]
@@ -126,73 +152,40 @@ def read_npz(path: Path, name: str, parts: tuple[str, ...] = ("train", "test")) 
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise DataCorrupt(f"{path}: unreadable npz ({e}). {fix}") from e
     c, h, w = info.shape
+    last = info.num_classes - 1
     for part in parts:
         x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]
         if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (h, w, c):
             raise DataCorrupt(f"{path}: x_{part} is {x.dtype}{x.shape}, expected uint8[N,{h},{w},{c}]. {fix}")
         if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
             raise DataCorrupt(f"{path}: y_{part} is {y.dtype}{y.shape}, expected int labels [{len(x)}]. {fix}")
-        if len(y) and (y.min() < 0 or y.max() > 9):
-            raise DataCorrupt(f"{path}: y_{part} has labels outside 0..9. {fix}")
-    return arrays
-
-
-def svhn_mat_to_arrays(mat: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Official SVHN .mat layout (X: 32x32x3xN, y: Nx1 with 10 meaning digit 0) -> NHWC uint8, labels 0..9."""
-    x = np.ascontiguousarray(np.transpose(mat["X"], (3, 0, 1, 2))).astype(np.uint8)
-    y = np.asarray(mat["y"]).reshape(-1).astype(np.int64)
-    y[y == 10] = 0
-    return x, y
-
-
-def _fetch_official(name: str, root: Path) -> dict[str, np.ndarray]:
-    """Download the official files with torchvision (needs internet) and return the npz arrays."""
-    import torchvision
-
-    dl = root / f"{name}-download"
-    if name == "svhn":
-        import scipy.io
-
-        arrays = {}
-        for part, split in (("train", "train"), ("test", "test")):
-            torchvision.datasets.SVHN(str(dl), split=split, download=True)
-            x, y = svhn_mat_to_arrays(scipy.io.loadmat(str(dl / f"{split}_32x32.mat")))
-            arrays[f"x_{part}"], arrays[f"y_{part}"] = x, y
-        return arrays
-    cls = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10}[name]
-    arrays = {}
-    for part in ("train", "test"):
-        ds = cls(str(dl), train=part == "train", download=True)
-        x = np.asarray(ds.data)
-        x = x[..., None] if x.ndim == 3 else x
-        arrays[f"x_{part}"] = x.astype(np.uint8)
-        arrays[f"y_{part}"] = np.asarray(ds.targets, dtype=np.int64)
+        if len(y) and (y.min() < 0 or y.max() > last):
+            raise DataCorrupt(f"{path}: y_{part} has labels outside 0..{last}. {fix}")
     return arrays
 
 
 def load_arrays(name: str, data_dir: str | os.PathLike | None = None, download: bool = True,
-                parts: tuple[str, ...] = ("train", "test")) -> dict[str, np.ndarray]:
+                parts: tuple[str, ...] = ("train", "test")) -> Arrays:
     """The arrays of `parts` of `name` (all four by default), from `<dir>/<name>.npz`, fetching and
     caching the file if absent."""
     if name not in DATASETS:
-        from bench.errors import ConfigError
-
         raise ConfigError(f"dataset '{name}' is unknown; allowed: {', '.join(DATASETS)}")
+    info = DATASETS[name]
     root = resolve_data_dir(data_dir)
     path = root / f"{name}.npz"
     if path.exists():
         return read_npz(path, name, parts)
-    if not download or os.environ.get("BENCH_OFFLINE") == "1":
-        raise DataUnavailable(f"{path} not found and downloads are off. " + HOW_TO_GET.format(name=name))
+    if info.fetch is None or not download or os.environ.get("BENCH_OFFLINE") == "1":
+        off = "the dataset has no fetcher" if info.fetch is None else "downloads are off"
+        raise DataUnavailable(f"{path} not found and {off}. " + how_to_get(info))
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(20)  # an offline machine should fail in seconds, not hang
     try:
         root.mkdir(parents=True, exist_ok=True)
-        arrays = _fetch_official(name, root)
+        arrays = info.fetch(root / f"{name}-download")
     except Exception as e:  # any network / mirror failure means: not available here
         raise DataUnavailable(
-            f"{path} not found and the official download failed ({type(e).__name__}: {e}). "
-            + HOW_TO_GET.format(name=name)
+            f"{path} not found and the official download failed ({type(e).__name__}: {e}). " + how_to_get(info)
         ) from e
     finally:
         socket.setdefaulttimeout(old)
@@ -286,3 +279,56 @@ def batches(split: Split, info: DatasetInfo, batch_size: int, *, shuffle: bool =
         if augment_data:
             xb = augment(xb, info, gen if gen is not None else torch.Generator())
         yield normalize(xb.to(device, non_blocking=True), info), split.y[idx].to(device, non_blocking=True)
+
+
+# -- fetchers: the official files -> NPZ_KEYS arrays (need internet) -------------------------------
+
+def torchvision_fetcher(dataset: str) -> Callable[[Path], Arrays]:
+    """A fetcher for a torchvision dataset class with `train=` splits and `data` / `targets`
+    arrays (MNIST, CIFAR-10)."""
+    def fetch(folder: Path) -> Arrays:
+        import torchvision
+
+        cls = getattr(torchvision.datasets, dataset)
+        arrays = {}
+        for part in ("train", "test"):
+            ds = cls(str(folder), train=part == "train", download=True)
+            x = np.asarray(ds.data)
+            arrays[f"x_{part}"] = (x[..., None] if x.ndim == 3 else x).astype(np.uint8)
+            arrays[f"y_{part}"] = np.asarray(ds.targets, dtype=np.int64)
+        return arrays
+    return fetch
+
+
+def svhn_mat_to_arrays(mat: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Official SVHN .mat layout (X: 32x32x3xN, y: Nx1 with 10 meaning digit 0) -> NHWC uint8, labels 0..9."""
+    x = np.ascontiguousarray(np.transpose(mat["X"], (3, 0, 1, 2))).astype(np.uint8)
+    y = np.asarray(mat["y"]).reshape(-1).astype(np.int64)
+    y[y == 10] = 0
+    return x, y
+
+
+def fetch_svhn(folder: Path) -> Arrays:
+    import scipy.io
+    import torchvision
+
+    arrays = {}
+    for part in ("train", "test"):
+        torchvision.datasets.SVHN(str(folder), split=part, download=True)
+        mat = scipy.io.loadmat(str(folder / f"{part}_32x32.mat"))
+        arrays[f"x_{part}"], arrays[f"y_{part}"] = svhn_mat_to_arrays(mat)
+    return arrays
+
+
+# -- the registry: one entry per dataset ---------------------------------------------------------
+# Default recipes are TrainConfig's own (what configs that leave a field out have always run);
+# an entry may set others, e.g. TrainConfig(epochs=20, augment=False).
+
+register_dataset(DatasetInfo("mnist", (1, 28, 28), (0.1307,), (0.3081,), 0, False, num_classes=10,
+                             train_images=60000, test_images=10000, fetch=torchvision_fetcher("MNIST")))
+register_dataset(DatasetInfo("cifar10", (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 4, True,
+                             num_classes=10, train_images=50000, test_images=10000,
+                             fetch=torchvision_fetcher("CIFAR10")))
+# Digits are not mirror-symmetric, so SVHN gets crop only.
+register_dataset(DatasetInfo("svhn", (3, 32, 32), (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), 4, False,
+                             num_classes=10, train_images=73257, test_images=26032, fetch=fetch_svhn))

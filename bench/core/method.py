@@ -1,5 +1,6 @@
 """The method contract: what a pruning method is (`Method`, `ScoreMethod`, `FullMethod`), the
-target it prunes to (`Target`) and the score that keeps a unit whole (`KEEP`).
+target it prunes to (`Target`), the score that keeps a unit whole (`KEEP`) and the published
+numbers a method is graded against (`PaperResult`).
 
 Plugins see these through bench.api; they live in the core because the registry and the score
 driver below the api need them too (a registry that imported bench.api, which imports the
@@ -59,11 +60,38 @@ class Target:
         return achieved >= self.reduction - self.tolerance - 1e-12
 
 
+@dataclass(frozen=True)
+class PaperResult:
+    """One published row that the report grades the declaring method's runs against
+    (docs/methods.md §7). `delta_pp` = pruned - baseline accuracy in percentage points.
+
+    `protocol` lists the logged run settings the paper fixes, e.g. PLS+VIP's global threshold
+    over K rounds; `model` is (bench.core.models name, args) of the paper's network, None when the
+    suite has no such network or dataset."""
+
+    ref: str                         # the row's number in docs/methods.md §7
+    method: str                      # the paper's name for its method, as the table prints it
+    setting: str
+    dataset: str | None
+    model: tuple[str, tuple] | None
+    base: float | None = None
+    pruned: float | None = None
+    delta_pp: float | None = None
+    flops_pct: float | None = None
+    params_pct: float | None = None
+    source: str = ""
+    note: str = ""
+    protocol: tuple[tuple[str, str], ...] = ()  # (logged run param, the paper's value)
+    label: str = ""  # graded against the variant `<method>@<label>` (the grid's run of this protocol)
+
 
 class Method:
     """Base of every plugin. Subclasses set `name` and declare their options as typed keyword
     parameters of `__init__` with defaults (`Literal` choices, `Annotated[float, Range(...)]`
-    bounds); the harness validates config values against them before building the method."""
+    bounds); the harness validates config values against them before building the method.
+
+    The report reads `display_name`, `variant_labels` and `paper_results` from the class that
+    sets them, never from a base class: a subclass is another method, with its own name and papers."""
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
@@ -72,6 +100,9 @@ class Method:
     # The method's own defaults for the grid's pruning settings; precedence:
     # grid `pruning:` < pruning_defaults < a variant's `pruning:`.
     pruning_defaults: ClassVar[dict] = {}
+    display_name: ClassVar[str] = ""               # the report's name for the method; "" = `name`
+    variant_labels: ClassVar[dict[str, str]] = {}  # variant label -> the report's words: {"no_p": "P = I"}
+    paper_results: ClassVar[tuple[PaperResult, ...]] = ()  # the published rows its runs are graded against
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -85,6 +116,12 @@ class Method:
             validate(cls, {k: v for k, v in list(bound.items())[1:]}, type(self).name or cls.__name__)
             init(self, *args, **kw)
         cls.__init__ = checked
+
+    @classmethod
+    def declared(cls, attr: str) -> Any:
+        """The report metadata `attr` (display_name, variant_labels, paper_results) as this very
+        class sets it, else Method's empty default: it is not inherited."""
+        return vars(cls).get(attr, getattr(Method, attr))
 
     @classmethod
     def validate_args(cls, args: Mapping[str, Any], where: str | None = None) -> None:

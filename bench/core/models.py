@@ -1,8 +1,10 @@
 """Model registry: small readable definitions of LeNet-5, CIFAR-style VGG (with BN) and ResNet-20/56.
 
 Every model takes `in_channels` (1 or 3), `input_size` (28 or 32) and `num_classes`, so any model
-can run on any dataset. Modules are plain `nn.Conv2d` / `nn.BatchNorm2d` / `nn.Linear` so that the
-surgery (torch-pruning) sees every coupling through tracing.
+can run on any dataset; the harness builds them with `build_for`, which reads all three from the
+dataset's registry entry (no silent 10 outputs on a 3-class dataset). Modules are plain
+`nn.Conv2d` / `nn.BatchNorm2d` / `nn.Linear` so that the surgery (torch-pruning) sees every
+coupling through tracing.
 """
 from __future__ import annotations
 
@@ -11,19 +13,21 @@ from typing import Callable
 import torch
 from torch import nn
 
+from bench.core.datasets import DatasetInfo
 from bench.errors import ConfigError
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register_model(name: str):
+def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: `@register_model("vgg") def vgg(in_channels, input_size, num_classes, ...)`."""
     def deco(fn):
         MODELS[name] = fn
         return fn
     return deco
 
 
-def build(name: str, in_channels: int, input_size: int, num_classes: int = 10, **args) -> nn.Module:
+def build(name: str, in_channels: int, input_size: int, num_classes: int, **args) -> nn.Module:
     """Instantiate a registered model; unknown names or arguments raise ConfigError."""
     if name not in MODELS:
         raise ConfigError(f"model '{name}' is unknown; allowed: {', '.join(sorted(MODELS))}")
@@ -33,8 +37,14 @@ def build(name: str, in_channels: int, input_size: int, num_classes: int = 10, *
         raise ConfigError(f"model '{name}': bad arguments {args} ({e})") from e
 
 
+def build_for(name: str, info: DatasetInfo, model_args: tuple | dict = ()) -> nn.Module:
+    """Model `name` for dataset `info`: its channels, image size and classes come from the entry."""
+    c, h, _ = info.shape
+    return build(name, c, h, info.num_classes, **dict(model_args))
+
+
 class LeNet5(nn.Module):
-    """LeNet-5 style: conv6(5x5)-pool-conv16(5x5)-pool-fc120-fc84-fc10, ReLU, no BN."""
+    """LeNet-5 style: conv6(5x5)-pool-conv16(5x5)-pool-fc120-fc84-fc(classes), ReLU, no BN."""
 
     def __init__(self, in_channels: int = 1, input_size: int = 28, num_classes: int = 10):
         super().__init__()
@@ -68,7 +78,7 @@ VGG_LAYOUTS = {
 
 
 class VGG(nn.Module):
-    """CIFAR VGG with BN (Zagoruyko / Li et al. variant): convs then Linear(c,c)+BN1d+ReLU+Linear(c,10)."""
+    """CIFAR VGG with BN (Zagoruyko / Li et al. variant): convs then Linear(c,c)+BN1d+ReLU+Linear(c,classes)."""
 
     def __init__(self, layout: list, in_channels: int = 3, input_size: int = 32, num_classes: int = 10):
         super().__init__()

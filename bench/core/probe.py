@@ -1,10 +1,10 @@
 """Timed probe for `bench plan`: a few real training steps and forwards of a model on this device.
 
-Synthetic tensors of the dataset's shape stand in for data (a step's cost does not depend on
-pixel values), so the probe needs no dataset. A step of VGG-16 at batch 128 takes seconds on a
-CPU, so there a large model is timed at a small batch and its per-image time carried to the
-recipe's batch (said so in the result); a small model (LeNet-5), whose step is dominated by fixed
-overhead, is timed at the recipe's batch. On a GPU a small batch would underuse the device, so
+Synthetic tensors of the dataset's shape and classes (its registry entry) stand in for data (a
+step's cost does not depend on pixel values), so the probe needs no dataset file. A step of
+VGG-16 at batch 128 takes seconds on a CPU, so there a large model is timed at a small batch and
+its per-image time carried to the recipe's batch (said so in the result); a small model (LeNet-5),
+whose step is dominated by fixed overhead, is timed at the recipe's batch. On a GPU a small batch would underuse the device, so
 there the recipe's batch is always measured.
 
 Why warm-up and medians: the first steps of a fresh model pay for allocator growth and oneDNN
@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.core import models
+from bench.core.datasets import DATASETS, DatasetInfo
 from bench.core.measure import count_macs
 from bench.core.spec import TrainConfig
 from bench.core.training import autocast, sgd, use_channels_last
@@ -39,6 +40,12 @@ MIN_STEPS = 3           # ... but a probe stops after MAX_S seconds of timed ste
 MAX_S = 1.5
 SLOW_S = 0.25           # a warm-up round this slow is compute-bound: one is enough
 clock = time.perf_counter  # a module attribute so tests can script the timer
+# What a probe needs of a dataset: (C, H, W) and the classes. Datasets alike in both share probes.
+IO = tuple[tuple[int, int, int], int]
+
+
+def _io(info: DatasetInfo) -> IO:
+    return tuple(info.shape), info.num_classes
 
 
 @dataclass(frozen=True)
@@ -121,12 +128,12 @@ def _forward_fn(model, x, device: str, precision: str) -> Callable[[], None]:
     return forward
 
 
-def _net(model: str, model_args: tuple, shape: tuple, device: str, reduction: tuple[str, float] | None):
+def _net(model: str, model_args: tuple, io: IO, device: str, reduction: tuple[str, float] | None):
     """A fresh seeded model; with `reduction` (kind, fraction), a copy pruned uniformly per layer
     to it by random scores: the widths a pruned cell fine-tunes, without needing its method."""
     torch.manual_seed(0)
-    c, h, w = shape
-    net = models.build(model, c, h, **dict(model_args)).to(device)
+    (c, h, w), classes = io
+    net = models.build(model, c, h, classes, **dict(model_args)).to(device)
     example = torch.zeros(2, c, h, w, device=device)
     if reduction and reduction[1] > 0:
         from bench.core.driver import prune_to_target
@@ -143,37 +150,37 @@ def _net(model: str, model_args: tuple, shape: tuple, device: str, reduction: tu
     return net, cl, int(count_macs(net, example[:1]))
 
 
-def probe(model: str, model_args: tuple, shape: tuple[int, int, int], batch: int, precision: str,
+def probe(model: str, model_args: tuple, info: DatasetInfo, batch: int, precision: str,
           device: str, *, threads: int = 0, reduction: tuple[str, float] | None = None) -> Probe:
     """Time STEPS training steps (after WARMUP) of a fresh `model` on synthetic input, at `threads`
     torch threads (0: the current count); `reduction` (kind, fraction) probes a uniformly pruned
     copy (see probe_pruned, which times several reductions at once). Cached."""
-    key = (model, tuple(model_args), tuple(shape), batch, precision, device, STEPS, threads)
+    key = (model, tuple(model_args), _io(info), batch, precision, device, STEPS, threads)
     if reduction is None:
         return _probe(*key)
     if (key, reduction) not in _PRUNED:
-        probe_pruned(model, model_args, shape, batch, precision, device, threads=threads, reductions=(reduction,))
+        probe_pruned(model, model_args, info, batch, precision, device, threads=threads, reductions=(reduction,))
     return _PRUNED[key, reduction]
 
 
 _PRUNED: dict[tuple, Probe] = {}
 
 
-def probe_pruned(model: str, model_args: tuple, shape: tuple[int, int, int], batch: int, precision: str,
+def probe_pruned(model: str, model_args: tuple, info: DatasetInfo, batch: int, precision: str,
                  device: str, *, threads: int = 0, reductions: tuple[tuple[str, float], ...]) -> None:
     """Probe uniformly pruned copies of `model` for each of `reductions` (into probe's cache).
 
     The copies are timed in turns with the unpruned model and priced as the unpruned probe times
     their ratio, so pruned and unpruned figures differ by the model, not by when the load on a
     shared machine peaked; timing all reductions in one go times the unpruned model once."""
-    key = (model, tuple(model_args), tuple(shape), batch, precision, device, STEPS, threads)
+    key = (model, tuple(model_args), _io(info), batch, precision, device, STEPS, threads)
     todo = [r for r in dict.fromkeys(reductions) if (key, r) not in _PRUNED]
     if not todo:
         return
     base = _probe(*key)
     with torch_threads(threads):
-        nets = [_net(model, tuple(model_args), tuple(shape), device, r) for r in (None, *todo)]
-        x, y = _inputs(shape, base.measured_batch, device)
+        nets = [_net(model, tuple(model_args), _io(info), device, r) for r in (None, *todo)]
+        x, y = _inputs(_io(info), base.measured_batch, device)
         xs = [x.contiguous(memory_format=torch.channels_last) if cl else x for _, cl, _ in nets]
         for net, _, _ in nets:
             net.train()
@@ -190,9 +197,9 @@ def probe_pruned(model: str, model_args: tuple, shape: tuple[int, int, int], bat
                                               forward_b1_s=base.forward_b1_s * f_i / fwd[0], macs=macs)
 
 
-def _inputs(shape: tuple, n: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    c, h, w = shape
-    return torch.randn(n, c, h, w, device=device), torch.randint(0, 10, (n,), device=device)
+def _inputs(io: IO, n: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    shape, classes = io
+    return torch.randn(n, *shape, device=device), torch.randint(0, classes, (n,), device=device)
 
 
 def _measured_batch(macs: int, batch: int, device: str) -> int:
@@ -200,21 +207,21 @@ def _measured_batch(macs: int, batch: int, device: str) -> int:
     return batch if cheap else min(batch, SMALL_BATCH)
 
 
-def _training_setup(model: str, model_args: tuple, shape: tuple, batch: int, device: str):
+def _training_setup(model: str, model_args: tuple, io: IO, batch: int, device: str):
     """A fresh net in train mode and a synthetic batch at the size the probe times."""
-    net, cl, macs = _net(model, model_args, shape, device, None)
+    net, cl, macs = _net(model, model_args, io, device, None)
     measured = _measured_batch(macs, batch, device)
-    x, y = _inputs(shape, measured, device)
+    x, y = _inputs(io, measured, device)
     x = x.contiguous(memory_format=torch.channels_last) if cl else x
     net.train()
     return net, macs, measured, x, y
 
 
 @functools.lru_cache(maxsize=None)
-def _probe(model: str, model_args: tuple, shape: tuple, batch: int, precision: str, device: str,
+def _probe(model: str, model_args: tuple, io: IO, batch: int, precision: str, device: str,
            steps: int, threads: int) -> Probe:
     with torch_threads(threads):
-        net, macs, measured, x, y = _training_setup(model, model_args, shape, batch, device)
+        net, macs, measured, x, y = _training_setup(model, model_args, io, batch, device)
         step, = median_times([_step_fn(net, x, y, sgd(net, TrainConfig()), device, precision)], device, steps)
         net.eval()
         fwd, = median_times([_forward_fn(net, x, device, precision)], device, steps, warmup=1)
@@ -223,25 +230,25 @@ def _probe(model: str, model_args: tuple, shape: tuple, batch: int, precision: s
     return Probe(step / measured, fwd / measured, b1, measured, batch, device, used, macs)
 
 
-def optimizer_step_ratio(model: str, model_args: tuple, shape: tuple[int, int, int], batch: int,
+def optimizer_step_ratio(model: str, model_args: tuple, info: DatasetInfo, batch: int,
                          device: str, make_optimizer: Callable, key: str, *, threads: int = 0) -> float:
     """Seconds of a training step with `make_optimizer(model)` over one with the harness's SGD, on
     the same fresh model and input, timed in turns (so load hits both alike); `key` names the
     optimizer for the cache. What a method with its own optimizer (RLS) costs per step. A large
     model on a CPU is timed at SMALL_BATCH, and the extra taken as a per-step cost (RLS's update of
     P is O(n^2) per layer whatever the batch) when carried to `batch`."""
-    k = (model, tuple(model_args), tuple(shape), batch, device, key, threads, STEPS)
+    k = (model, tuple(model_args), _io(info), batch, device, key, threads, STEPS)
     if k not in _RATIOS:
-        _RATIOS[k] = _ratio(model, tuple(model_args), tuple(shape), batch, device, threads, STEPS, make_optimizer)
+        _RATIOS[k] = _ratio(model, tuple(model_args), _io(info), batch, device, threads, STEPS, make_optimizer)
     return _RATIOS[k]
 
 
 _RATIOS: dict[tuple, float] = {}
 
 
-def _ratio(model, model_args, shape, batch, device, threads, steps, make_optimizer) -> float:
+def _ratio(model, model_args, io, batch, device, threads, steps, make_optimizer) -> float:
     with torch_threads(threads):
-        net, macs, measured, x, y = _training_setup(model, model_args, shape, batch, device)
+        net, macs, measured, x, y = _training_setup(model, model_args, io, batch, device)
         sgd_s, own_s = median_times([_step_fn(net, x, y, sgd(net, TrainConfig()), device, "fp32"),
                                      _step_fn(net, x, y, make_optimizer(net), device, "fp32")], device, steps)
     # timed at a smaller batch: the optimizer's extra work is per step, the SGD step's per image
@@ -249,13 +256,13 @@ def _ratio(model, model_args, shape, batch, device, threads, steps, make_optimiz
 
 
 @functools.lru_cache(maxsize=None)
-def unit_count(model: str, model_args: tuple, shape: tuple[int, int, int], include_coupled: bool) -> int:
-    """How many prunable units the harness finds in `model` (what per-unit searches loop over)."""
+def unit_count(model: str, model_args: tuple, info: DatasetInfo, include_coupled: bool) -> int:
+    """How many prunable units the harness finds in `model` built for dataset `info` (what
+    per-unit searches loop over)."""
     from bench.core.surgery import find_units
 
-    c, h, w = shape
-    net = models.build(model, c, h, **dict(model_args))
-    return len(find_units(net, torch.zeros(1, c, h, w), include_coupled=include_coupled))
+    net = models.build_for(model, info, model_args)
+    return len(find_units(net, torch.zeros(1, *info.shape), include_coupled=include_coupled))
 
 
 THREADS = 0  # torch threads of the cells the plan prices; make_plan sets it from the executor
@@ -264,11 +271,10 @@ THREADS = 0  # torch threads of the cells the plan prices; make_plan sets it fro
 def spec_probe(spec, recipe: str = "finetune", pruned: bool = False) -> Probe:
     """The probe of a cell's model under one of its recipes (of the pruned-to-target copy if
     `pruned`), on this machine's default device, at the executor's threads."""
-    from bench.core.datasets import DATASETS
     from bench.core.training import default_device
 
     r = getattr(spec, recipe)
-    return probe(spec.model, spec.model_args, DATASETS[spec.dataset].shape, r.batch_size, r.precision,
+    return probe(spec.model, spec.model_args, DATASETS[spec.dataset], r.batch_size, r.precision,
                  default_device(), threads=THREADS,
                  reduction=(spec.target_kind, spec.target) if pruned else None)
 
@@ -287,9 +293,8 @@ def pruned_time_share(spec, recipe: str = "pretrain") -> float:
 
 def step_ratio(spec, make_optimizer: Callable, key: str, recipe: str = "pretrain") -> float:
     """`optimizer_step_ratio` for a cell's model under one of its recipes, at the executor's threads."""
-    from bench.core.datasets import DATASETS
     from bench.core.training import default_device
 
-    return optimizer_step_ratio(spec.model, spec.model_args, DATASETS[spec.dataset].shape,
+    return optimizer_step_ratio(spec.model, spec.model_args, DATASETS[spec.dataset],
                                 getattr(spec, recipe).batch_size, default_device(), make_optimizer, key,
                                 threads=THREADS)

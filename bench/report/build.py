@@ -1,12 +1,11 @@
 """`python -m bench report`: MLflow runs -> tidy frame -> tables, paired statistics, ranking,
 the reproduction check, figures, method-specific extras and an `index.md` opening with a verdict.
 
-One job per module: report_sources (stores and committed segments, merged without double
-counting), report_load (runs -> tidy DataFrame), report_stats (statistics), report_tables (tables),
-report_checks (failed preconditions), report_overlap (which channels variants removed),
-report_repro (docs/methods.md §7), report_figures / report_figures_stats (figures), report_index (the
-page). This module only wires them and writes the files. The harness knows no method by name: a
-plugin adds its own figures through `Method.report_extras`.
+One job per module: sources (stores and committed segments, merged without double counting),
+load (runs -> tidy DataFrame), stats (statistics), tables (tables), checks (failed preconditions),
+overlap (which channels variants removed), repro (docs/methods.md §7), figures / figures_stats
+(the registered figures), index (the page). This module only wires them and writes the files.
+The harness knows no method by name: a plugin adds its own figures through `Method.report_extras`.
 """
 from __future__ import annotations
 
@@ -62,8 +61,8 @@ def build_report(results_dirs: Sequence[str | os.PathLike] = ("results",), exper
 
     `reference`: the variant every other is compared with, paired over seeds; by default the one
     the grid's config named (`reference:`, kept as an experiment tag), else magnitude."""
-    from bench.report import figures as rf
-    from bench.report import figures_stats as rfs
+    from bench.report import figures_stats  # noqa: F401  registers the statistics figures
+    from bench.report.figures import FigureInputs, Style, draw_all, save
     from bench.report.sources import merge, open_sources
 
     merged = merge(open_sources(results_dirs, segments), experiment)
@@ -120,12 +119,10 @@ def build_report(results_dirs: Sequence[str | os.PathLike] = ("results",), exper
     (out / "tables" / "reproduction.tex").write_text(reproduction_latex(rep))
     written += [out / "tables" / f"reproduction.{e}" for e in ("csv", "md", "tex")]
 
-    style = rf.Style.for_runs(runs)
-    figures = rf.draw_all(runs, curves, widths, style)
-    figures.update(rfs.draw_all(ranks, front, style, paired))
+    figures = draw_all(FigureInputs(runs, curves, widths, Style.for_runs(runs), ranks, front, paired))
     fig_paths = []
     for name, (fig, _) in figures.items():
-        fig_paths += rf.save(fig, out / "figures" / name)
+        fig_paths += save(fig, out / "figures" / name)
     extras = method_extras(runs, curves, out)
     command = " ".join(["python -m bench report"] + (["--experiment", experiment] if experiment else [])
                        + [f"--results-dir {d}" for d in results_dirs] + [f"--segments {s}" for s in segments])

@@ -35,6 +35,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from bench.core.datasets import DATASETS
 from bench.report.checks import failed_checks
 from bench.report.load import SETTING
 from bench.run.config import Design, target_label
@@ -43,8 +44,6 @@ from bench.report.power import (ALPHA, POI_MIN_N, mde, paired_test, probability_
 
 MEAN = "mean"                 # the contrast "each seed's mean over the targets"
 PRIMARY, SECONDARY = "primary", "secondary"
-# Official test split sizes (as bench.run.plan.SPLIT_SIZES); a dataset not listed is taken as 10,000 (0.01 pp).
-TEST_IMAGES = {"mnist": 10_000, "cifar10": 10_000, "svhn": 26_032}
 PAIRED_COLUMNS = SETTING + [
     "contrast", "target_kind", "target", "family", "variant", "reference", "metric", "n", "mean_diff", "sd",
     "sd_used", "resolution", "margin", "alpha_adj", "ci_level", "ci_low", "ci_high", "p_t", "p_adj", "p_tost",
@@ -53,8 +52,10 @@ PAIRED_COLUMNS = SETTING + [
 
 def resolution_pp(runs: pd.DataFrame) -> float:
     """One test image in percentage points, 100 / N, for the runs of one dataset; N is the
-    official test split, cut to `test_subset` where runs used one (the coarsest if they differ)."""
-    full = TEST_IMAGES.get(runs["dataset"].iloc[0], 10_000)
+    official test split (its registry entry; 10,000 for a dataset no longer registered), cut to
+    `test_subset` where runs used one (the coarsest if they differ)."""
+    info = DATASETS.get(runs["dataset"].iloc[0])
+    full = info.test_images if info else 10_000
     subsets = pd.to_numeric(runs["test_subset"], errors="coerce").dropna() if "test_subset" in runs else []
     n = min([full, *[int(s) for s in subsets]])
     return 100.0 / n

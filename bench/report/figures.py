@@ -1,7 +1,11 @@
-"""The report's figures: one seaborn style, a palette readable on white (no yellow or pale hues:
-every colour has a contrast ratio of at least 3:1 against white), one colour and marker per
-variant in every figure, variants under their display names (bench.report.names). Each function
-returns a matplotlib Figure (no pyplot state), so tests can inspect the Axes before anything is saved.
+"""The report's figures and their registry. Adding a figure is one function registered with
+`@figure(name, caption)`, whose parameters name what it draws from (fields of `FigureInputs`); the
+report draws every registered figure that has data, in registration order.
+
+One seaborn style, a palette readable on white (no yellow or pale hues: every colour has a
+contrast ratio of at least 3:1 against white), one colour and marker per variant in every figure,
+variants under their display names (bench.report.names). Each function returns a matplotlib
+Figure (no pyplot state), so tests can inspect the Axes before anything is saved.
 
 Inputs are the report's tidy runs frame (bench.report.tidy), the long curves frame
 (mlflow_run_id, key, step, value, timestamp) and the long widths frame (mlflow_run_id, which,
@@ -11,10 +15,11 @@ panel that says why, rather than disappearing. A point whose runs failed a metho
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import matplotlib as mpl
 import numpy as np
@@ -24,7 +29,7 @@ from matplotlib.figure import Figure
 
 from bench.report.load import KEYS, SETTING, target_label
 from bench.report.names import display_name, display_names
-from bench.report.stats import summarize
+from bench.report.stats import Ranking, summarize
 
 RC = {**sns.axes_style("whitegrid"), **sns.plotting_context("paper", font_scale=1.1),
       "axes.titlesize": 10, "legend.frameon": False, "pdf.fonttype": 42, "ps.fonttype": 42}
@@ -88,6 +93,46 @@ class Style:
         exp, ds, model = setting
         text = f"{ds} / {model}" + (f", {target_label(*target)}" if target else "")
         return text + (f"\n[{exp}]" if self.multi_experiment else "")
+
+
+@dataclass
+class FigureInputs:
+    """What the report hands its figures; a registered figure takes the fields it needs by name."""
+
+    runs: pd.DataFrame                          # the tidy runs frame
+    curves: pd.DataFrame                        # stepped metrics, long form
+    widths: pd.DataFrame                        # per-layer widths, long form
+    style: Style
+    ranks: Mapping[str, Ranking] | None = None  # scope -> ranking (stats.rankings)
+    front: pd.DataFrame = field(default_factory=pd.DataFrame)  # the Pareto table (stats.pareto_table)
+    verdicts: pd.DataFrame | None = None        # the paired comparisons (paired.csv)
+
+
+FigureFn = Callable[..., Figure | None]
+FIGURES: dict[str, tuple[FigureFn, str]] = {}  # name -> (function, caption), in registration order
+
+
+def figure(name: str, caption: str) -> Callable[[FigureFn], FigureFn]:
+    """Register a figure function under `name`; its parameters are FigureInputs fields, and it
+    returns None where a report has no data for it (the report then leaves it out)."""
+    def deco(fn: FigureFn) -> FigureFn:
+        unknown = set(inspect.signature(fn).parameters) - set(FigureInputs.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"figure '{name}': parameters {sorted(unknown)} are not FigureInputs fields")
+        FIGURES[name] = (fn, caption)
+        return fn
+    return deco
+
+
+def draw_all(inputs: FigureInputs) -> dict[str, tuple[Figure, str]]:
+    """Every registered figure that has data: name -> (Figure, caption)."""
+    out = {}
+    with mpl.rc_context(RC):
+        for name, (fn, caption) in FIGURES.items():
+            fig = fn(**{p: getattr(inputs, p) for p in inspect.signature(fn).parameters})
+            if fig is not None:
+                out[name] = (fig, caption)
+    return out
 
 
 def _grid(n: int, ncols: int, w: float, h: float) -> tuple[Figure, list]:
@@ -195,6 +240,14 @@ def mark_off_scale(ax, points: list[tuple[float, float, str]], fmt: Callable[[fl
                     color=color, fontsize=7, annotation_clip=False)
 
 
+@figure("tradeoff",
+        "Accuracy change vs MACs reduction. Δacc = final − base top-1 test accuracy of each run (pp), "
+        "against the achieved MACs reduction, mean over seeds per method and target; band / bar = 95 % "
+        "CI (t), cut to the possible range [−base, 100 − base]; dashed: the unpruned base (Δ = 0). The "
+        "y-axis spans the means within the far-out fences of their panel (quartiles ∓ 3 IQR, IQR ≥ 1 pp) "
+        "and their bands up to the fences; a mean beyond them is an arrowhead at the axis edge with its "
+        "value, its method drawn with bars instead of a band. × = a method's precondition failed in at "
+        "least one seed of the point.")
 def tradeoff(runs: pd.DataFrame, style: Style) -> Figure:
     """Δacc against the base (final − base accuracy per run, pp) vs achieved MACs reduction, one
     panel per dataset x model: each run's own base cancels, so panels of different bases compare.
@@ -244,6 +297,11 @@ def _log_err(v: np.ndarray, ci: np.ndarray) -> np.ndarray:
 LATENCY_PANELS = [("cpu", 1), ("cpu", 64), ("gpu", 1), ("gpu", 64)]
 
 
+@figure("latency",
+        "Latency vs MACs speed-up. Measured latency speed-up (base / pruned, median of repeats) "
+        "against the MACs speed-up, one point per method, dataset, model and target (mean, 95 % CI "
+        "bars); dotted: y = x, where wall time would shrink exactly as MACs do; × = a precondition "
+        "failed in at least one seed.")
 def latency(runs: pd.DataFrame, style: Style) -> Figure | None:
     """Measured latency speed-up vs MACs speed-up (both base / pruned, log axes so one noisy
     latency cannot squash the rest), one panel per device x batch."""
@@ -282,6 +340,9 @@ def latency(runs: pd.DataFrame, style: Style) -> Figure | None:
     return fig
 
 
+@figure("widths",
+        "Per-layer widths. Output channels (conv) or features (linear) of every layer: grey bars = "
+        "unpruned base, lines = pruned models (mean over seeds).")
 def layer_widths(runs: pd.DataFrame, widths: pd.DataFrame, style: Style) -> Figure | None:
     """Output width of every conv/linear layer: the base as bars, each method's pruned model as a
     line (mean over seeds), one panel per dataset x model x target."""
@@ -335,6 +396,10 @@ def _mean_curve(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["x", "mean", "ci"])
 
 
+@figure("curves",
+        "Training and fine-tuning curves. Validation accuracy per epoch: left the shared base's "
+        "pretraining, right each method's own epochs (mean over seeds, 95 % CI band; a dotted line "
+        "marks where fine-tuning starts for methods that train while pruning).")
 def training_curves(runs: pd.DataFrame, curves: pd.DataFrame, style: Style) -> Figure | None:
     """One row per dataset x model: first the shared base's pretraining, then one panel per target
     with each method's own epochs (training while pruning, then fine-tuning; a dotted line marks
@@ -385,35 +450,6 @@ def training_curves(runs: pd.DataFrame, curves: pd.DataFrame, style: Style) -> F
             ax.set_xlim(min(lo, 0.5), max(hi, 1.5))
     _legend(fig, axes.ravel())
     return fig
-
-
-CAPTIONS = {
-    "tradeoff": "Accuracy change vs MACs reduction. Δacc = final − base top-1 test accuracy of each run (pp), "
-                "against the achieved MACs reduction, mean over seeds per method and target; band / bar = 95 % "
-                "CI (t), cut to the possible range [−base, 100 − base]; dashed: the unpruned base (Δ = 0). The "
-                "y-axis spans the means within the far-out fences of their panel (quartiles ∓ 3 IQR, IQR ≥ 1 pp) "
-                "and their bands up to the fences; a mean beyond them is an arrowhead at the axis edge with its "
-                "value, its method drawn with bars instead of a band. × = a method's precondition failed in at "
-                "least one seed of the point.",
-    "latency": "Latency vs MACs speed-up. Measured latency speed-up (base / pruned, median of repeats) "
-               "against the MACs speed-up, one point per method, dataset, model and target (mean, 95 % CI "
-               "bars); dotted: y = x, where wall time would shrink exactly as MACs do; × = a precondition "
-               "failed in at least one seed.",
-    "widths": "Per-layer widths. Output channels (conv) or features (linear) of every layer: grey bars = "
-              "unpruned base, lines = pruned models (mean over seeds).",
-    "curves": "Training and fine-tuning curves. Validation accuracy per epoch: left the shared base's "
-              "pretraining, right each method's own epochs (mean over seeds, 95 % CI band; a dotted line "
-              "marks where fine-tuning starts for methods that train while pruning).",
-}
-
-
-def draw_all(runs: pd.DataFrame, curves: pd.DataFrame, widths: pd.DataFrame,
-             style: Style) -> dict[str, tuple[Figure, str]]:
-    """Every figure that has data: name -> (Figure, caption)."""
-    with mpl.rc_context(RC):
-        figs = {"tradeoff": tradeoff(runs, style), "latency": latency(runs, style),
-                "widths": layer_widths(runs, widths, style), "curves": training_curves(runs, curves, style)}
-    return {k: (f, CAPTIONS[k]) for k, f in figs.items() if f is not None}
 
 
 def save(fig: Figure, stem: Path) -> list[Path]:

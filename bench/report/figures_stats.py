@@ -1,18 +1,18 @@
 """Figures of the report's statistics: the critical-difference diagram of the ranking and the
-Pareto view (final accuracy against measured latency and against MACs). Same style, colours and
-display names as bench.report.figures; each function returns a matplotlib Figure (no pyplot state)."""
+Pareto view (final accuracy against measured latency and against MACs), registered in
+bench.report.figures' registry after its own figures. Same style, colours and display names; each
+function returns a matplotlib Figure (no pyplot state)."""
 from __future__ import annotations
 
 from typing import Mapping
 
-import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, MaxNLocator
 
-from bench.report.figures import (BASE_COLOR, RC, UNMET_STYLE, Style, _grid, _legend, mark_off_scale,
+from bench.report.figures import (BASE_COLOR, UNMET_STYLE, Style, _grid, _legend, figure, mark_off_scale,
                                   view_limits)
 from bench.report.load import CELL, SETTING
 from bench.report.stats import PARETO_COSTS, RANK_DIGITS, Ranking
@@ -23,6 +23,11 @@ COST_TOL = 0.01
 DOMINATED_LABEL = "hollow: dominated (as cheap and significantly more accurate, paired)"
 
 
+@figure("cd_diagram",
+        "Ranking. Critical-difference diagrams (Friedman test, Nemenyi post-hoc, α = 0.05), pooled "
+        "and per dataset × model: mean rank of each variant by final test accuracy over independent "
+        "blocks (one per base, valued at the design's primary contrast) where every variant "
+        "finished; a bar joins variants whose ranks are not significantly different.")
 def cd_diagram(ranks: Mapping[str, Ranking] | None, style: Style) -> Figure | None:
     """scikit-posthocs' critical-difference diagram, one panel per ranking scope (pooled first,
     then each dataset x model): mean rank per variant (1 = best final accuracy), bars join variants
@@ -76,14 +81,20 @@ def paired_dominated(points: pd.DataFrame, cost: str, verdicts: pd.DataFrame | N
     return out
 
 
-def pareto(table: pd.DataFrame, style: Style, verdicts: pd.DataFrame | None = None) -> Figure | None:
+@figure("pareto",
+        "Pareto view. Final test accuracy against the pruned model's MACs and measured latency, one "
+        "point per variant and target (mean over seeds). Hollow: dominated, i.e. another point of the "
+        "same cell is as cheap (within 1 %) and the paired comparison over seeds (paired.csv) calls it "
+        "significantly more accurate; a higher mean alone dominates nothing. × = a precondition failed "
+        "in at least one seed; a far-off accuracy is an arrowhead at the axis edge with its value.")
+def pareto(front: pd.DataFrame, style: Style, verdicts: pd.DataFrame | None = None) -> Figure | None:
     """One row per (experiment, dataset, model), one panel per measured cost: each variant's
     points (one per target, mean over seeds); hollow where another point dominates it by the paired
     verdict (paired_dominated). A far-off accuracy is marked at the axis edge."""
-    costs = [c for c in PARETO_COSTS if c in table and table[c].notna().any()]
-    if table.empty or not costs:
+    costs = [c for c in PARETO_COSTS if c in front and front[c].notna().any()]
+    if front.empty or not costs:
         return None
-    groups = list(table.groupby(SETTING, sort=True))
+    groups = list(front.groupby(SETTING, sort=True))
     fig, axes = _grid(len(groups) * len(costs), len(costs), 4.2, 3.4)
     for i, (setting, g) in enumerate(groups):
         ylim = view_limits(g["acc_final_pct"], g["acc_final_pct"], g["acc_final_pct"])
@@ -115,25 +126,3 @@ def pareto(table: pd.DataFrame, style: Style, verdicts: pd.DataFrame | None = No
     _legend(fig, axes)
     return fig
 
-
-CAPTIONS = {
-    "cd_diagram": "Ranking. Critical-difference diagrams (Friedman test, Nemenyi post-hoc, α = 0.05), pooled "
-                  "and per dataset × model: mean rank of each variant by final test accuracy over independent "
-                  "blocks (one per base, valued at the design's primary contrast) where every variant "
-                  "finished; a bar joins variants whose ranks are not significantly different.",
-    "pareto": "Pareto view. Final test accuracy against the pruned model's MACs and measured latency, one "
-              "point per variant and target (mean over seeds). Hollow: dominated, i.e. another point of the "
-              "same cell is as cheap (within 1 %) and the paired comparison over seeds (paired.csv) calls it "
-              "significantly more accurate; a higher mean alone dominates nothing. × = a precondition failed "
-              "in at least one seed; a far-off accuracy is an arrowhead at the axis edge with its value.",
-}
-
-
-def draw_all(ranks: Mapping[str, Ranking] | None, front: pd.DataFrame, style: Style,
-             verdicts: pd.DataFrame | None = None) -> dict[str, tuple[Figure, str]]:
-    """Every statistics figure that has data, drawn in the report's style: name -> (Figure, caption).
-    `ranks`: scope -> Ranking (bench.report.stats.rankings); `verdicts`: the paired comparisons
-    (paired.csv) that decide which Pareto points are dominated."""
-    with mpl.rc_context(RC):
-        figs = {"cd_diagram": cd_diagram(ranks, style), "pareto": pareto(front, style, verdicts)}
-    return {k: (f, CAPTIONS[k]) for k, f in figs.items() if f is not None}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.report.load import run_label
-from bench.report.repro import PAPER_RESULTS, reproduction_markdown
+from bench.report.repro import paper_results, reproduction_markdown
 from bench.report.stats import Ranking
 from bench.report.tables import Table, md_escape, paired_markdown
 from bench.report.verdict import from_scratch, verdict
@@ -88,8 +88,8 @@ def index(*, runs: pd.DataFrame, tables: list[Table], rep: pd.DataFrame, paired:
     covered = rep[rep["result"].isin(["pass", "fail"])]
     n_cov = len(covered.drop_duplicates(["ref", "paper_setting", "paper_delta_pp"]))
     lines += [
-        "## Reproduction of paper results (methods.md §7)", "",
-        f"{n_cov} of {len(PAPER_RESULTS)} paper results are covered by these runs. A result is covered only "
+        "## Reproduction of paper results (docs/methods.md §7)", "",
+        f"{n_cov} of {len(paper_results())} paper results are covered by these runs. A result is covered only "
         "when the same method ran as the plain variant with the paper's protocol (ranking, rounds), on the "
         "paper's full-size model and dataset, at a target within ±3 pp of the paper's reduction; pass = Δacc "
         "within ±0.5 pp (±1.0 pp on ImageNet) of the paper's and the targeted reduction within ±3 pp. The quick "
@@ -105,7 +105,10 @@ def index(*, runs: pd.DataFrame, tables: list[Table], rep: pd.DataFrame, paired:
         lines += ["## Method-specific results", "", "Written by the methods' own `report_extras` hooks.", ""]
         for p in extras:
             rel = p.relative_to(out).as_posix()
-            lines += [f"![{p.stem}]({rel})" if p.suffix == ".png" else f"- [{p.name}]({rel})", ""]
+            if p.suffix == ".md":  # a plugin's table: shown, not only linked
+                lines += [p.read_text().rstrip(), "", f"File: [{p.name}]({rel})", ""]
+            else:
+                lines += [f"![{p.stem}]({rel})" if p.suffix == ".png" else f"- [{p.name}]({rel})", ""]
     lines += ["## Runs that did not finish", ""]
     bad = runs[runs["status"] != "done"]
     if bad.empty:

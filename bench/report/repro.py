@@ -1,4 +1,5 @@
-"""The paper reproduction check (docs/methods.md §7): paper numbers beside ours.
+"""The paper reproduction check (docs/methods.md §7): paper numbers beside ours. The numbers live
+next to what they grade, on each method class (`paper_results`); this module collects them.
 
 A paper row is graded only against runs that did what the paper did: same method, the plain
 variant (a named variant is a deviation by definition, unless the row names it as the grid's
@@ -11,86 +12,24 @@ from __future__ import annotations
 
 import inspect
 import re
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from bench.core.method import PaperResult
+from bench.core.registry import get_method, method_names
 from bench.report.load import target_label
 from bench.report.tables import tex
 
 
-@dataclass(frozen=True)
-class PaperResult:
-    """One row of docs/methods.md §7. `delta_pp` = pruned - baseline accuracy in percentage points.
-
-    `protocol` lists the logged run settings the paper fixes, e.g. PLS+VIP's global threshold
-    over K rounds. `aliases` are the registry names (lower-case, non-alphanumerics removed) that implement the
-    method; `model` is (bench.core.models name, args) of the paper's network, None when the suite has
-    no such network or dataset."""
-
-    ref: str
-    method: str
-    aliases: tuple[str, ...]
-    setting: str
-    dataset: str | None
-    model: tuple[str, tuple] | None
-    base: float | None = None
-    pruned: float | None = None
-    delta_pp: float | None = None
-    flops_pct: float | None = None
-    params_pct: float | None = None
-    source: str = ""
-    note: str = ""
-    protocol: tuple[tuple[str, str], ...] = ()  # (logged run param, the paper's value)
-    label: str = ""  # graded against the variant `<method>@<label>` (the grid's run of this protocol)
+def paper_results() -> list[tuple[str, PaperResult]]:
+    """(method name, row) for the published rows of every registered method (each method class's
+    `paper_results`), in the order of docs/methods.md §7."""
+    rows = [(name, p) for name in method_names() for p in get_method(name).declared("paper_results")]
+    return sorted(rows, key=lambda r: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", r[1].ref)])
 
 
-RLS, PLS, CSGD = ("rls",), ("pls", "plsvip", "vip"), ("csgd", "centripetal", "centripetalsgd")
-RL, L1, MAPEX = ("rl", "rlagent", "rlpruning"), ("magnitude", "l1", "l1norm"), ("mapex", "featuremap")
-# Li et al. prune once and retrain, each layer by its own rate; PLS+VIP thresholds network-wide, K times.
-ONE_SHOT = (("pruning.ranking", "per_layer"), ("pruning.rounds", "1"))
-
-
-def pls_protocol(k: int) -> tuple[tuple[str, str], ...]:
-    return (("pruning.ranking", "global"), ("pruning.rounds", str(k)))
-
-
-PAPER_RESULTS = [
-    PaperResult("1", "RLS", RLS, "arXiv: MNIST / CIFAR-10 / SVHN (models n/f)", None, None, source="[A]",
-                note="qualitative only (\"small or no acc. loss\"); numbers n/f"),
-    PaperResult("1j", "RLS (journal)", RLS, "VGG-16, ResNet-50 / CIFAR-10/100; 3-layer FNN / MNIST", None, None,
-                source="[A]", note="numbers n/f"),
-    PaperResult("2", "PLS+VIP", PLS, "ResNet-56 / CIFAR-10 (it=8)", "cifar10", ("resnet56", ()),
-                delta_pp=0.62, flops_pct=52.56, source="[R] README", protocol=pls_protocol(8)),
-    PaperResult("2", "PLS+VIP", PLS, "ResNet-50 / ImageNet (it=10)", "imagenet", ("resnet50", ()),
-                delta_pp=-1.01, flops_pct=44.50, source="[R] README", protocol=pls_protocol(10)),
-    # VGG-16 / CIFAR-10 rows of the official README (github.com/arturjordao/PruningNeuralNetworks,
-    # commit 0529168, "Accuracy ↓" -0.63 and 1.50 pp; its first 2018 version, df9c97f, gave 67.28 / 90.69 %)
-    *[PaperResult("2", "PLS+VIP", PLS, f"VGG-16 / CIFAR-10 (it={k})", "cifar10", ("vgg", (("depth", 16),)),
-                  delta_pp=d, flops_pct=f, source="[R] README 0529168", protocol=pls_protocol(k), label=f"it{k}")
-      for k, d, f in ((5, 0.63, 67.25), (9, -1.50, 90.66))],
-    PaperResult("3", "C-SGD", CSGD, "ResNet-56 / CIFAR-10 (to 5/8 width)", "cifar10", ("resnet56", ()),
-                93.39, 93.44, 0.05, 60.8, source="[S]"),
-    *[PaperResult("3j", "C-SGD (journal)", CSGD, "ResNet-50 / ImageNet", "imagenet", ("resnet50", ()),
-                  76.15, p, round(p - 76.15, 2), f, source="[R] README")
-      for p, f in ((75.94, 36.0), (75.80, 46.0), (75.29, 56.0))],
-    # Huang et al.'s own table n/f; the PLS+VIP README (commit 0529168, and df9c97f) quotes it: "Accuracy ↓" 1.90 pp
-    PaperResult("4", "RL agent", RL, "VGG-16 / CIFAR-10", "cifar10", ("vgg", (("depth", 16),)),
-                delta_pp=-1.90, flops_pct=64.70, source="[R] PLS+VIP README 0529168, as quoted"),
-    PaperResult("5a", "L1", L1, "VGG-16-A / CIFAR-10", "cifar10", ("vgg", (("depth", 16),)),
-                93.25, 93.40, 0.15, 34.2, 64.0, source="[R]", protocol=ONE_SHOT),
-    PaperResult("5a", "L1", L1, "ResNet-56-B / CIFAR-10", "cifar10", ("resnet56", ()),
-                93.04, 93.06, 0.02, 27.6, 13.7, source="[R]", protocol=ONE_SHOT),
-    PaperResult("5a", "L1", L1, "ResNet-110-B / CIFAR-10", "cifar10", ("resnet110", ()),
-                93.53, 93.30, -0.23, 38.6, 32.4, source="[R]", protocol=ONE_SHOT),
-    PaperResult("6", "Map-EX", MAPEX, "not found", None, None, source="[X]", note="paper numbers n/f; 'adapted'"),
-]
 RED_TOL_PP = 3.0  # docs/methods.md §7: reduction within ±3 pp of the paper's
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", str(name).lower())
 
 
 def parse_model_label(label: str) -> tuple[str, dict[str, float]]:
@@ -134,10 +73,10 @@ def protocol_diff(group: pd.Series, p: PaperResult) -> list[str]:
     return diffs
 
 
-def graders(p: PaperResult, groups: pd.DataFrame, ran: str = "finished runs") -> tuple[pd.DataFrame, str]:
+def graders(method: str, p: PaperResult, groups: pd.DataFrame, ran: str = "finished runs") -> tuple[pd.DataFrame, str]:
     """The groups (one per variant and target, with method, dataset, model label and `pruning.*`
-    columns: a report's summary, or a grid's cells) that grade paper row `p`, and why none does
-    ('' when some do). `ran` names what the groups are in the reasons."""
+    columns: a report's summary, or a grid's cells) that grade paper row `p` of `method`, and why
+    none does ('' when some do). `ran` names what the groups are in the reasons."""
     from bench.core.datasets import DATASETS
     from bench.core.models import MODELS
 
@@ -146,7 +85,7 @@ def graders(p: PaperResult, groups: pd.DataFrame, ran: str = "finished runs") ->
         return none, f"{p.dataset} is not in the suite"
     if p.model[0] not in MODELS:
         return none, f"no {p.model[0]} in bench.core.models"
-    ours = groups[np.array([_norm(m) in p.aliases for m in groups["method"]], dtype=bool)]
+    ours = groups[(groups["method"] == method).to_numpy()]
     if not len(ours):
         return none, f"no {ran} of {p.method}"
     want = _paper_model(p.model)
@@ -180,16 +119,16 @@ def reproduction(summary: pd.DataFrame) -> pd.DataFrame:
     the harness sizes each cut to one target only."""
     rows = []
     ok = summary[summary["done"] > 0]
-    for p in PAPER_RESULTS:
+    for method, p in paper_results():
         base = {"ref": p.ref, "paper_method": p.method, "paper_setting": p.setting, "source": p.source,
                 "paper_base": p.base, "paper_pruned": p.pruned, "paper_delta_pp": p.delta_pp,
                 "paper_flops_red_pct": p.flops_pct, "paper_params_red_pct": p.params_pct}
         if p.delta_pp is None:
-            ours = ok[np.array([_norm(m) in p.aliases for m in ok["method"]], dtype=bool)]
+            ours = ok[(ok["method"] == method).to_numpy()]
             rows.append({**base, "result": "not checked", "note": p.note + (
                 f"; our runs are in the method tables ({len(ours)} groups)" if len(ours) else "")})
             continue
-        graded, why = graders(p, ok)
+        graded, why = graders(method, p, ok)
         if not len(graded):
             rows.append({**base, "result": "not covered", "note": why})
             continue
@@ -221,13 +160,13 @@ def plan_lines(specs) -> list[str]:
     cells = pd.DataFrame([{"method": s.method, "variant": s.variant, "dataset": s.dataset, "model": s.model_label,
                            "target_kind": s.target_kind, "target": s.target,
                            **{k: v for k, v in s.flat_params().items() if k.startswith("pruning.")}} for s in specs])
-    lines, n = [], 0
-    for p in PAPER_RESULTS:
+    lines, n, rows = [], 0, paper_results()
+    for method, p in rows:
         head = f"  {p.ref:<3} {p.method}: {p.setting}" + (f", −{p.flops_pct:g} % FLOPs" if p.flops_pct else "")
         if p.delta_pp is None:
             lines.append(f"{head}: not gradable, {p.note}")
             continue
-        graded, why = graders(p, cells.drop_duplicates(), ran="cells")
+        graded, why = graders(method, p, cells.drop_duplicates(), ran="cells")
         if not len(graded):
             lines.append(f"{head}: not graded, {why}")
             continue
@@ -236,7 +175,7 @@ def plan_lines(specs) -> list[str]:
         lines.append(f"{head}: graded by " + "; ".join(
             f"{v} at {', '.join(target_label(k, t) for k, t in sorted(zip(g['target_kind'], g['target'])))}"
             for v, g in by))
-    head = (f"paper rows (methods.md §7): {n} of {len(PAPER_RESULTS)} graded by this grid's targets "
+    head = (f"paper rows (docs/methods.md §7): {n} of {len(rows)} graded by this grid's targets "
             f"(within ±{RED_TOL_PP:g} pp of the paper's reduction)")
     return [head] + lines if n else [head + "; configs/paper.yaml grades them"]
 

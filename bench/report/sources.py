@@ -211,15 +211,21 @@ def dedupe(frame: pd.DataFrame, labels: Sequence[str]) -> tuple[pd.DataFrame, li
     return kept.reset_index(drop=True), notes
 
 
+UNFINISHED = ("running", "interrupted")
+
+
 def export(results_dir: str | os.PathLike, experiment: str, out: str | os.PathLike) -> Path:
     """Write one experiment of a store as a segment under `out`: runs.csv (every run, every
     column of `Tracker.runs_frame`), curves.csv (stepped metrics of the finished runs),
     artifacts/<mlflow run id>/{widths,kept_channels}.json and segment.json (the experiment's tags,
-    which columns are numbers, where and when it was exported). An earlier export there is replaced."""
+    which columns are numbers, where and when it was exported). An earlier export there is replaced.
+    Runs still running or interrupted are left out (counted in segment.json): the next `bench run`
+    redoes them, so a committed segment holds only cells that ended."""
     store = Store(results_dir)
-    runs = store.frame(experiment)
+    everything = store.frame(experiment)
+    runs = everything[~everything["status"].isin(UNFINISHED)].reset_index(drop=True)
     if runs.empty:
-        raise BenchError(f"no runs of experiment '{experiment}' at {store.label}")
+        raise BenchError(f"no ended runs of experiment '{experiment}' at {store.label}")
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / SEGMENT_FILE).exists():
         raise BenchError(f"{out} is not empty and not a segment: choose a new folder")
@@ -240,6 +246,7 @@ def export(results_dir: str | os.PathLike, experiment: str, out: str | os.PathLi
             path.write_text(json.dumps(obj, indent=1))
     meta = {"experiment": experiment, "tags": store.tags().get(experiment, {}), "exported_from": store.label,
             "exported_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "runs": len(runs),
+            "left_out_unfinished": len(everything) - len(runs),
             "numeric": [c for c in runs.columns if pd.api.types.is_numeric_dtype(runs[c])]}
     (out / SEGMENT_FILE).write_text(json.dumps(meta, indent=1) + "\n")
     return out

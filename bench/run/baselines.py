@@ -42,10 +42,9 @@ def base_path(spec: RunSpec, results_dir: str | os.PathLike) -> Path:
 
 
 def fresh_model(spec: RunSpec, data: TrainVal) -> nn.Module:
-    """The spec's architecture with seeded initial weights."""
-    c, h, _ = data.info.shape
+    """The spec's architecture, sized for the dataset's entry, with seeded initial weights."""
     torch.manual_seed(spec.seed)
-    model = models.build(spec.model, c, h, **dict(spec.model_args))
+    model = models.build_for(spec.model, data.info, spec.model_args)
     models.init_weights(model)
     return model
 

@@ -289,8 +289,8 @@ def from_dict(raw: dict, name: str = "grid") -> GridConfig:
         extra = sorted(set(settings) - set(DATASET_FIELDS))
         if extra:
             raise ConfigError(f"{where}.{extra[0]}: unknown field; allowed: {', '.join(DATASET_FIELDS)}")
-        pre = _build(TrainConfig, settings.get("pretrain"), f"{where}.pretrain")
-        ft = _build(TrainConfig, settings.get("finetune"), f"{where}.finetune")
+        pre = _build(TrainConfig, settings.get("pretrain"), f"{where}.pretrain", DATASETS[d].pretrain)
+        ft = _build(TrainConfig, settings.get("finetune"), f"{where}.finetune", DATASETS[d].finetune)
         _check_train(pre, f"{where}.pretrain")
         _check_train(ft, f"{where}.finetune")
         datasets.append(DatasetEntry(d, _parse_models(settings.get("models"), f"{where}.models"), pre, ft,

@@ -26,8 +26,6 @@ from bench.run.baselines import base_key, base_path
 from bench.run.config import GridConfig
 from bench.run.runner import finetune_split
 
-# (train, test) images of the official splits; validation is held out of train
-SPLIT_SIZES = {"mnist": (60000, 10000), "cifar10": (50000, 10000), "svhn": (73257, 26032)}
 TEST_PASSES = 2                    # test passes of the pruned model per cell; the base's is cached per base
 VAL_PASSES = 2                     # validation evaluations of the pruned model (acc_val_pruned, acc_val_final)
 
@@ -90,12 +88,12 @@ class Plan:
 
 
 def train_size(spec: RunSpec) -> int:
-    n = SPLIT_SIZES[spec.dataset][0] - spec.val_size
+    n = DATASETS[spec.dataset].train_images - spec.val_size  # validation is held out of train
     return min(n, spec.train_subset) if spec.train_subset else n
 
 
 def test_size(spec: RunSpec) -> int:
-    n = SPLIT_SIZES[spec.dataset][1]
+    n = DATASETS[spec.dataset].test_images
     return min(n, spec.test_subset) if spec.test_subset else n
 
 
@@ -121,7 +119,7 @@ def epoch_s(spec: RunSpec, recipe: TrainConfig, p: Probe, factor: float = 1.0) -
 
 def _probes(spec: RunSpec, recipe: str, device: str, threads: int, pruned: bool = False) -> Probe:
     r = getattr(spec, recipe)
-    return probe(spec.model, spec.model_args, DATASETS[spec.dataset].shape, r.batch_size, r.precision,
+    return probe(spec.model, spec.model_args, DATASETS[spec.dataset], r.batch_size, r.precision,
                  device, threads=threads, reduction=(spec.target_kind, spec.target) if pruned else None)
 
 
@@ -184,13 +182,13 @@ def make_plan(cfg: GridConfig, *, device: str | None = None, probe_steps: int | 
     missing = {d: why for d in sorted({s.dataset for s in specs}) if (why := data_missing(cfg, d))}
     cached = {base_key(s) for s in specs if base_path(s, cfg.results_dir).exists()}
     reductions: dict[tuple, set] = defaultdict(set)  # all targets of one model and recipe probed together
-    for s in specs:  # cells without data are costed too (probes are shared by shape), not counted
+    for s in specs:  # cells without data are costed too (probes are shared by shape and classes), not counted
         for recipe in ("pretrain", "finetune"):
             r = getattr(s, recipe)
-            reductions[s.model, s.model_args, DATASETS[s.dataset].shape, r.batch_size, r.precision].add(
+            reductions[s.model, s.model_args, DATASETS[s.dataset], r.batch_size, r.precision].add(
                 (s.target_kind, s.target))
-    for (model, margs, shape, batch, prec), rs in reductions.items():
-        probe_pruned(model, margs, shape, batch, prec, device, threads=threads, reductions=tuple(sorted(rs)))
+    for (model, margs, info, batch, prec), rs in reductions.items():
+        probe_pruned(model, margs, info, batch, prec, device, threads=threads, reductions=tuple(sorted(rs)))
     probes: dict[tuple, Probe] = {}
     base_cost: dict[str, float] = {}
     cell_cost: dict[str, CellCost] = {}
