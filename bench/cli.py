@@ -172,7 +172,8 @@ def _sources_args(p: argparse.ArgumentParser) -> None:
 def cmd_plan(args) -> int:
     from bench.report.plan_power import forecast_lines
     from bench.run import config
-    from bench.run.grid import DEFAULT_EXECUTOR, default_workers
+    from bench.run.executors import DEFAULT_EXECUTOR
+    from bench.run.grid import default_workers
     from bench.run.plan import make_plan, render
 
     cfg = config.load(args.config)
@@ -265,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     interrupts.install()  # `kill` stops as cleanly as Ctrl-C, and neither can be lost
     args = parser().parse_args(argv)
     try:
+        if args.fn is cmd_run and cold_pool_grid(args):
+            from bench.run.executors import warm_forkserver
+
+            warm_forkserver()
         if hasattr(args, "plugins"):  # a command that uses methods
             _load_methods(args.plugins)
         code = args.fn(args)
@@ -276,6 +281,27 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `... | head`: the reader has all it wants; nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's own flush must not fail
         return 0
+
+
+def cold_pool_grid(args) -> bool:
+    """Whether `bench run` will start a pool on a fresh store, judged before anything imports torch
+    (loading the methods does): then the pool's forkserver may start first. Plugins add to
+    sys.path, which the forkserver copies when it starts, so with plugins it starts later, as
+    before. A config that does not parse here is left to `config.load` to report."""
+    import yaml
+
+    from bench.run.executors import DEFAULT_EXECUTOR
+    from bench.run.tracking import may_hold_runs
+
+    if args.plugins or os.environ.get("BENCH_PLUGINS"):
+        return False
+    try:
+        raw = yaml.safe_load(open(args.config))
+        executor = (raw.get("executor") or {}).get("kind", DEFAULT_EXECUTOR)
+        results_dir = args.results_dir or raw.get("results_dir", "results")
+    except Exception:  # noqa: BLE001 - any malformed config: config.load names the problem
+        return False
+    return (args.executor or executor) == "pool" and not may_hold_runs(results_dir)
 
 
 def _load_methods(plugins: list[str]) -> None:

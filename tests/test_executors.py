@@ -268,6 +268,53 @@ def test_rerun_of_a_finished_pool_grid_starts_no_worker(tmp_path, data_dir, monk
     assert run_grid(cfg, executor="pool", workers=2, progress=False) == {"cached": 1}
 
 
+def test_cold_pool_grid_is_judged_before_torch_and_only_for_a_fresh_pool_store(tmp_path, monkeypatch):
+    """The forkserver may start early only where `run_grid` would start a pool on a new store,
+    and only without plugins (their folders join sys.path later, which the server copies)."""
+    from bench.cli import cold_pool_grid, parser
+
+    monkeypatch.delenv("BENCH_PLUGINS", raising=False)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"results_dir: {tmp_path / 'store'}\n")
+
+    def cold(*flags, text=None):
+        if text is not None:
+            grid.write_text(text)
+        return cold_pool_grid(parser().parse_args(["run", str(grid), *flags]))
+
+    assert cold()
+    assert not cold("--executor", "local")
+    assert not cold("--plugins", str(tmp_path))
+    assert not cold(text="executor: {kind: ray}\n")
+    assert cold(text="executor: {kind: ray}\n", *["--executor", "pool", "--results-dir", str(tmp_path / "b")])
+    assert not cold(text="[unclosed\n")  # left to config.load to report
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "mlflow.db").touch()
+    assert not cold(text=f"results_dir: {tmp_path / 'store'}\n")
+    monkeypatch.setenv("BENCH_PLUGINS", str(tmp_path))
+    assert not cold(text="{}\n", *["--results-dir", str(tmp_path / "c")])
+
+
+@pytest.mark.spawns
+def test_cold_pool_grid_starts_the_forkserver_before_importing_torch(tmp_path):
+    """A cold `bench run` starts the pool's forkserver first, so its imports overlap the CLI's own
+    (about 2 s of a cold grid, docs/performance.md). Fails if it starts only once torch is loaded."""
+    probe = f"""
+import sys
+from multiprocessing import forkserver
+import bench.cli as cli
+def stop(plugins):
+    running = forkserver._forkserver._forkserver_pid is not None
+    print("forkserver", running, "torch", "torch" in sys.modules)
+    raise SystemExit(0)
+cli._load_methods = stop
+cli.main(["run", "configs/smoke.yaml", "--results-dir", {str(tmp_path / "store")!r}])
+"""
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "BENCH_PLUGINS": ""})
+    assert out.stdout.split() == ["forkserver", "True", "torch", "False"], out.stderr
+
+
 @pytest.mark.spawns
 def test_forkserver_preload_never_touches_cuda():
     """Workers fork from the process that ran these imports: CUDA initialised there would be

@@ -17,7 +17,7 @@ from bench.core.datasets import resolve_data_dir
 from bench.core.registry import get_method
 from bench.errors import ConfigError
 from bench.run.config import GridConfig, check_threads
-from bench.run.executors import CellJob, check_options, make_executor
+from bench.run.executors import DEFAULT_EXECUTOR, CellJob, check_options, make_executor
 from bench.run.tracking import Tracker, may_hold_runs
 
 
@@ -34,9 +34,6 @@ def spread_bases(specs: list) -> list:
         out += [q.pop(0) for q in queues]
         queues = [q for q in queues if q]
     return out
-
-
-DEFAULT_EXECUTOR = "pool"  # `bench run` with no flags: as many cells at once as free cores (issue 28)
 
 
 def default_workers(kind: str, threads: int = 1) -> int:
