@@ -492,8 +492,10 @@ class RLSPrune(FullMethod):
         cols = [c for c in runs.columns if c.startswith(cls.SPREAD) and runs[c].notna().any()]
         if not cols:
             return []
-        long = runs.melt(id_vars=["variant", "dataset", "model"], value_vars=cols, var_name="layer",
-                         value_name="spread").dropna()
+        frame = runs.loc[:, ["variant", "dataset", "model", *cols]]
+        frame.attrs = {}  # melt concatenates the columns, and pandas compares attrs: the curves frame can't
+        long = frame.melt(id_vars=["variant", "dataset", "model"], value_vars=cols, var_name="layer",
+                          value_name="spread").dropna()
         long["layer"] = long["layer"].str.removeprefix(cls.SPREAD)
         table = (long.groupby(["dataset", "model", "variant", "layer"], sort=True)["spread"]
                  .agg(runs="count", mean="mean", min="min", max="max").reset_index())

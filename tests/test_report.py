@@ -282,12 +282,15 @@ def test_rls_prune_events_come_from_the_plugins_report_extras_hook(tmp_path):
 def test_rls_extras_tabulate_the_spread_of_inverse_p_each_run_scored_with(tmp_path):
     from methods.rls import RLSPrune
 
-    key = "rls.invP_diag_spread.features.0"
-    runs = fake_runs([{"method": "rls", "variant": v, "seed": s, key: x}
+    key, key3 = "rls.invP_diag_spread.features.0", "rls.invP_diag_spread.features.3"
+    runs = fake_runs([{"method": "rls", "variant": v, "seed": s, key: x, key3: 1.0}
                       for v, s, x in (("rls", 0, 1.1), ("rls", 1, 1.3), ("rls@exact_p", 0, 9.0))])
-    runs.attrs["curves"] = pd.DataFrame(columns=["mlflow_run_id", "key", "step", "value", "timestamp"])
-    md, csv = RLSPrune.report_extras(runs, tmp_path / "extras")
-    table = pd.read_csv(csv).set_index("variant")
+    # as the report passes them: several layers, and the runs' curves riding in attrs (a DataFrame)
+    runs.attrs["curves"] = pd.DataFrame([("m0", "rls/val_acc", 1, 0.9, 10)],
+                                        columns=["mlflow_run_id", "key", "step", "value", "timestamp"])
+    *_, md, csv = RLSPrune.report_extras(runs, tmp_path / "extras")
+    table = pd.read_csv(csv)
+    table = table[table["layer"] == "features.0"].set_index("variant")
     assert table.loc["rls", ["runs", "mean", "min", "max"]].tolist() == pytest.approx([2, 1.2, 1.1, 1.3])
     assert table.loc["rls@exact_p", "layer"] == "features.0" and table.loc["rls@exact_p", "max"] == 9.0
     assert "| rls | features.0 | 2 | 1.20 | 1.10 | 1.30 |" in md.read_text()
