@@ -426,3 +426,19 @@ def test_a_plugin_brings_its_own_display_name_and_paper_rows(monkeypatch):
     rep = report_repro.reproduction(report_stats.aggregate(runs))
     assert rep.loc[rep["paper_method"] == "Sharp", ["method", "result"]].values.tolist() == [["sharp", "pass"]]
     assert rep["ref"].iloc[-1] == "9"  # after the rows of docs/methods.md §7, in their order
+
+
+def test_a_table_whose_runs_differ_in_threads_or_precision_says_so():
+    """Thread count and precision change the numbers; a table mixing them must say so, and one
+    that does not must stay quiet (a segment's CSV gives threads as 1.0, a store as "1")."""
+    same = fake_runs([{"method": m, "seed": s, "threads": t, "pretrain.precision": "fp32",
+                       "finetune.precision": "fp32"} for m in ("magnitude", "random") for s, t in ((0, "1"), (1, 1.0))])
+    table = report_tables.build_tables(report_stats.aggregate(same), same, with_gpu=False)[0]
+    assert table.mixed == "" and "Mixed settings" not in table.markdown()
+    mixed = fake_runs([{"method": "magnitude", "seed": 0, "threads": "2", "finetune.precision": "bf16"},
+                       {"method": "magnitude", "seed": 1, "threads": "1", "finetune.precision": "fp32"},
+                       {"method": "random", "seed": 0, "threads": None, "finetune.precision": "fp32"}])
+    table = report_tables.build_tables(report_stats.aggregate(mixed), mixed, with_gpu=False)[0]
+    assert table.mixed == ("torch threads 1 (1 runs), 2 (1 runs), unrecorded (1 runs); "
+                           "fine-tune precision bf16 (1 runs), fp32 (2 runs)")
+    assert "Mixed settings: torch threads 1 (1 runs)" in table.markdown() and "Mixed settings" in table.latex()

@@ -36,6 +36,7 @@ class Table:
     metrics: list[Metric]
     best: dict[tuple[int, str], bool] = field(default_factory=dict)
     no_own_reference: list[str] = field(default_factory=list)  # methods lacking their `@no_prune` run
+    mixed: str = ""  # the numeric settings its finished runs differ in (mixed_settings), "" when none
 
     @property
     def stem(self) -> str:
@@ -86,6 +87,9 @@ class Table:
             out.append(("", "", "Δacc is against the shared SGD-trained base; Δacc vs own unpruned against the "
                         f"method's own `<method>@{NO_PRUNE}` run (trained by its own rule over the whole budget, "
                         "no cut), paired by seed."))
+        if self.mixed:
+            out.append(("", "", f"Mixed settings: {self.mixed}. Torch threads and precision change a run's "
+                        "numbers, so rows that differ in them do not compare exactly (docs/decisions.md)."))
         if self.no_own_reference:
             names = ", ".join(f"`{m}@{NO_PRUNE}`" for m in self.no_own_reference)
             out.append(("", "", f"No finished {names} run here: these rows have no own unpruned reference (the net "
@@ -119,6 +123,29 @@ class Table:
         return out
 
 
+# Settings that change a run's numbers without being part of its method: recorded per run, and a
+# table whose finished runs differ in one says so
+NUMERIC_SETTINGS = {"threads": "torch threads", "pretrain.precision": "pretrain precision",
+                    "finetune.precision": "fine-tune precision"}
+
+
+def mixed_settings(runs: pd.DataFrame) -> str:
+    """What the finished `runs` differ in among NUMERIC_SETTINGS, with run counts per value
+    ('unrecorded' for runs from before a setting was logged); "" when they all agree."""
+    done = runs[runs["status"] == "done"]
+    parts = []
+    for col, label in NUMERIC_SETTINGS.items():
+        if col not in done:
+            continue
+        values = done[col]
+        if col == "threads":  # "1" from a store, 1.0 from a segment's CSV
+            values = pd.to_numeric(values, errors="coerce").map(lambda v: "" if pd.isna(v) else f"{v:g}")
+        counts = values.fillna("").astype(str).replace("", "unrecorded").value_counts()
+        if len(counts) > 1:
+            parts.append(f"{label} " + ", ".join(f"{v} ({n} runs)" for v, n in sorted(counts.items())))
+    return "; ".join(parts)
+
+
 # The columns a paired verdict speaks for: final accuracy, and Δacc against the base shared per seed
 # (the same per-seed differences).
 VERDICT_METRICS = ("acc_final_pct", "delta_acc_pp")
@@ -144,7 +171,7 @@ def build_tables(summary: pd.DataFrame, runs: pd.DataFrame, with_gpu: bool,
         best = {(i, m): True for i, row in zip(g.index, g[key].itertuples(index=False)) if row in better
                 for m in VERDICT_METRICS}
         mine = runs[(runs[SETTING] == tuple(setting)).all(axis=1)]
-        tables.append(Table(tuple(setting), g, metrics, best, lacking_own_reference(mine)))
+        tables.append(Table(tuple(setting), g, metrics, best, lacking_own_reference(mine), mixed_settings(mine)))
     return tables
 
 

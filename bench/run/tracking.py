@@ -170,7 +170,9 @@ def _row(run, exp_id: str) -> dict[str, Any]:
         "variant": tags.get("variant") or params.get("variant") or tags.get("method"),
     }
     row.update({k: v for k, v in params.items() if k.startswith("pruning.")})  # the protocol, for the report
-    row.update({k: params[k] for k in ("git_commit", "git_dirty", "threads") if k in params})  # provenance
+    # provenance, and the settings that change numbers without being the method's (report_tables)
+    row.update({k: params[k] for k in ("git_commit", "git_dirty", "threads", "pretrain.precision",
+                                       "finetune.precision") if k in params})
     if "test_subset" in params:  # the test split's size sets the accuracy's resolution (report_compare)
         row["test_subset"] = params["test_subset"]
     row.update({k: v for k, v in params.items() if k.startswith("check.")})  # a precondition's rule, for footnotes
