@@ -182,7 +182,7 @@ def cmd_plan(args) -> int:
         cfg.results_dir = args.results_dir
     kind = args.executor or cfg.executor.get("kind", DEFAULT_EXECUTOR)
     workers = args.workers or cfg.executor.get("workers") or default_workers(kind, cfg.threads)
-    costs = render(make_plan(cfg, probe_steps=args.probe_steps, executor=kind, workers=workers),
+    costs = render(make_plan(cfg, probe_steps=args.probe_steps),
                    executor=kind, workers=workers)
     print("\n".join([costs, *forecast_lines(cfg, args.mde)]))
     return 0

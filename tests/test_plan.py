@@ -150,7 +150,7 @@ def test_probe_runs_at_the_grids_threads(cfg):
 
     before = torch.get_num_threads()
     cfg.threads = 2
-    plan = make_plan(cfg, executor="pool", workers=2)
+    plan = make_plan(cfg)
     assert plan.threads == 2 and all(p.threads == 2 for p in plan.probes.values())  # every executor's count
     assert torch.get_num_threads() == before  # restored after probing
 

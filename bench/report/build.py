@@ -24,7 +24,7 @@ from bench.report.overlap import overlap_markdown, overlap_pairs, overlap_table
 from bench.report.repro import reproduction, reproduction_latex, reproduction_markdown
 from bench.report.stats import aggregate, pareto_table, rankings
 from bench.report.tables import ablations_markdown, build_tables
-from bench.run.config import Design
+from bench.run.config import DEFAULT_REFERENCE, Design
 
 
 @dataclass
@@ -67,7 +67,7 @@ def build_report(results_dirs: Sequence[str | os.PathLike] = ("results",), exper
 
     merged = merge(open_sources(results_dirs, segments), experiment)
     where = ", ".join(f"`{s.label}`" for s in merged.sources)
-    reference = reference or merged.tag(experiment, "reference") or "magnitude"
+    reference = reference or merged.tag(experiment, "reference") or DEFAULT_REFERENCE
     if merged.frame.empty:
         raise BenchError(f"no runs found in {where}; run a grid first, e.g. python -m bench run configs/quick.yaml")
     runs = tidy(merged.frame)

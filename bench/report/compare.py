@@ -38,7 +38,7 @@ import pandas as pd
 from bench.core.datasets import DATASETS
 from bench.report.checks import failed_checks
 from bench.report.load import SETTING
-from bench.run.config import Design, target_label
+from bench.run.config import DEFAULT_REFERENCE, Design, target_label
 from bench.report.power import (ALPHA, POI_MIN_N, mde, paired_test, probability_of_improvement,
                                 wilcoxon_p)
 
@@ -179,7 +179,7 @@ def compare(runs: pd.DataFrame, reference_of: Callable[[str], str | None], desig
     return out.loc[order.index, PAIRED_COLUMNS].reset_index(drop=True)
 
 
-def paired_comparisons(runs: pd.DataFrame, reference: str = "magnitude", design: Design | None = None,
+def paired_comparisons(runs: pd.DataFrame, reference: str = DEFAULT_REFERENCE, design: Design | None = None,
                        metric: str = "acc_final_pct") -> pd.DataFrame:
     """Every variant against the grid's reference, paired over seeds (see the module docstring)."""
     return compare(runs, lambda v: reference, design, metric)
@@ -213,7 +213,7 @@ def primary_blocks(runs: pd.DataFrame, design: Design | None = None, metric: str
     return out
 
 
-def improvement(runs: pd.DataFrame, reference: str = "magnitude", design: Design | None = None,
+def improvement(runs: pd.DataFrame, reference: str = DEFAULT_REFERENCE, design: Design | None = None,
                 metric: str = "acc_final_pct") -> pd.DataFrame:
     """Probability of improvement over the reference at the primary contrast, per (dataset, model)
     and pooled over them (strata of equal weight), with stratified-bootstrap 95 % CIs; only strata

@@ -61,6 +61,9 @@ class Design:
         return cls(tuple(sorted(raw.get("primary", {}).items())), float(raw.get("margin_pp", 0.5)))
 
 
+DEFAULT_REFERENCE = "magnitude"  # what a grid compares every method with unless its config names another
+
+
 def target_label(kind: str, amount: float) -> str:
     """The one spelling of a target in configs, designs and reports: macs:0.5."""
     return f"{kind}:{amount:g}"
@@ -81,7 +84,7 @@ class GridConfig:
     latency: LatencyConfig = LatencyConfig()
     threads: int = 1                 # torch threads of every cell; the pool runs cores // threads cells at once
     # the variant the report compares every other with, paired over seeds (an experiment tag in MLflow)
-    reference: str = "magnitude"
+    reference: str = DEFAULT_REFERENCE
     # variant key -> its method's pruning_defaults overridden by its own `pruning:` (applied over `pruning`)
     method_pruning: dict[str, dict] = field(default_factory=dict)
     design: Design = Design()
@@ -309,7 +312,7 @@ def from_dict(raw: dict, name: str = "grid") -> GridConfig:
         raise ConfigError("executor: expected a mapping such as {kind: local}")
     latency = _check_latency(_build(LatencyConfig, raw.get("latency"), "latency"))
     threads = check_threads(raw.get("threads", 1), "threads")
-    reference = raw.get("reference", "magnitude")
+    reference = raw.get("reference", DEFAULT_REFERENCE)
     if "reference" in raw and reference not in methods:
         raise ConfigError(f"reference: {reference!r} is not a method of this grid; allowed: {', '.join(methods)}")
     cfg = GridConfig(name=str(raw.get("name", name)), methods=methods, datasets=datasets, seeds=seeds,

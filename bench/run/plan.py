@@ -170,8 +170,7 @@ def finished_runs(cfg: GridConfig) -> dict[str, Finished]:
             return out
 
 
-def make_plan(cfg: GridConfig, *, device: str | None = None, probe_steps: int | None = None,
-              executor: str = "local", workers: int = 1) -> Plan:
+def make_plan(cfg: GridConfig, *, device: str | None = None, probe_steps: int | None = None) -> Plan:
     if probe_steps is not None:
         probe_module.STEPS = probe_steps
     device = device or default_device()
