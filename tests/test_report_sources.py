@@ -132,3 +132,19 @@ def test_a_segment_holds_only_runs_that_ended(tmp_path):
     assert cli.main(["export", "--experiment", "syn", "--results-dir", str(tmp_path / "store"), "--out", str(seg)]) == 0
     assert sorted(pd.read_csv(seg / "runs.csv")["status"]) == ["done", "failed"]
     assert json.loads((seg / "segment.json").read_text())["left_out_unfinished"] == 2
+
+
+def test_an_own_unpruned_reference_is_tabulated_but_never_compared_or_ranked(tmp_path):
+    """`rls@no_prune` cuts nothing: it shows in the tables and gives Δacc vs own unpruned, but it is
+    no pruning method to test against the reference, nor an ablation of RLS, nor a ranked entry."""
+    store = Tracker(tmp_path / "store")
+    for s, acc in ((0, 0.95), (1, 0.96), (2, 0.94)):
+        log_run(store, "magnitude", s, acc)
+        log_run(store, "rls", s, acc - 0.002)
+        log_run(store, "rls@no_p", s, acc - 0.003)
+        log_run(store, "rls@no_prune", s, acc + 0.01, kept={"0": list(range(6)), "3": list(range(16))})
+    out = report(tmp_path, "own", "--results-dir", str(tmp_path / "store"))
+    assert "rls@no_prune" in set(pd.read_csv(out / "summary.csv")["variant"])
+    assert set(pd.read_csv(out / "tables" / "paired.csv")["variant"]) == {"rls", "rls@no_p"}
+    assert set(pd.read_csv(out / "ablations.csv")["variant"]) == {"rls@no_p"}
+    assert "rls@no_prune" not in set(pd.read_csv(out / "tables" / "ranking.csv").get("variant", []))

@@ -19,7 +19,7 @@ import pandas as pd
 from bench.errors import BenchError
 from bench.report.compare import ablation_comparisons, improvement, paired_comparisons
 from bench.report.index import index
-from bench.report.load import code_versions, load_widths, tidy
+from bench.report.load import code_versions, load_widths, pruning_runs, tidy
 from bench.report.overlap import overlap_markdown, overlap_pairs, overlap_table
 from bench.report.repro import reproduction, reproduction_latex, reproduction_markdown
 from bench.report.stats import aggregate, pareto_table, rankings
@@ -78,13 +78,14 @@ def build_report(results_dirs: Sequence[str | os.PathLike] = ("results",), exper
     summary = aggregate(runs)
     with_gpu = bool(runs[["speedup_gpu_b1_x", "speedup_gpu_b64_x"]].notna().any().any())
     design = Design.from_json(merged.tag(experiment, "design"))  # the grid's pre-registered analysis
-    paired = paired_comparisons(runs, reference, design)
+    compared = pruning_runs(runs)  # the own-unpruned references show in the tables, not in the statistics
+    paired = paired_comparisons(compared, reference, design)
     tables = build_tables(summary, runs, with_gpu, paired)
     rep = reproduction(summary)
-    ablations = ablation_comparisons(runs, design)
-    ranks = rankings(runs, design)
-    gains = improvement(runs, reference, design)
-    front = pareto_table(runs)
+    ablations = ablation_comparisons(compared, design)
+    ranks = rankings(compared, design)
+    gains = improvement(compared, reference, design)
+    front = pareto_table(compared)
     curves = merged.curves(runs)
     widths, no_widths = load_widths(merged, runs)
     kept, no_kept = merged.artifacts(runs, "kept_channels.json")

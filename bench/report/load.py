@@ -76,6 +76,12 @@ def own_unpruned_pct(df: pd.DataFrame) -> pd.Series:
     return pd.Series(values, index=df.index, dtype=float).where(df["variant"] != own)
 
 
+def pruning_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """`runs` without the `<method>@no_prune` references: they cut nothing, so they are not compared
+    with the reference, ranked, or read as an ablation; they enter as Δacc vs own unpruned."""
+    return runs[~runs["variant"].str.endswith("@" + NO_PRUNE)]
+
+
 def lacking_own_reference(runs: pd.DataFrame) -> list[str]:
     """Methods among `runs` that have an unpruned net of their own (they log
     `acc_<method>_unpruned`, e.g. RLS, which trains from scratch) but no finished
