@@ -148,3 +148,21 @@ def test_an_own_unpruned_reference_is_tabulated_but_never_compared_or_ranked(tmp
     assert set(pd.read_csv(out / "tables" / "paired.csv")["variant"]) == {"rls", "rls@no_p"}
     assert set(pd.read_csv(out / "ablations.csv")["variant"]) == {"rls@no_p"}
     assert "rls@no_prune" not in set(pd.read_csv(out / "tables" / "ranking.csv").get("variant", []))
+
+
+def test_a_wide_segment_reads_without_a_fragmented_frame(tmp_path):
+    """A real segment has ~100 numeric columns; converting them one at a time left a frame so
+    fragmented that every report printed pandas' PerformanceWarning."""
+    import warnings
+
+    from bench.report.sources import SEGMENT_FILE, Segment
+
+    numeric = [f"metric_{i}" for i in range(120)]
+    pd.DataFrame([{"run_id": "a", "status": "done", "experiment": "syn", **{c: "1.5" for c in numeric}}]).to_csv(
+        tmp_path / "runs.csv", index=False)
+    (tmp_path / SEGMENT_FILE).write_text(json.dumps({"experiment": "syn", "tags": {}, "numeric": numeric}))
+    frame = Segment(tmp_path).frame("syn")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.PerformanceWarning)
+        frame.assign(extra=frame["status"] != "done")
+    assert frame[numeric].dtypes.eq(float).all() and frame["run_id"].tolist() == ["a"]

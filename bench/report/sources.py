@@ -92,8 +92,8 @@ class Segment:
 
     def frame(self, experiment: str | None) -> pd.DataFrame:
         df = pd.read_csv(self.path / "runs.csv", dtype=str, keep_default_na=False, na_values=[""])
-        for c in self.meta["numeric"]:
-            df[c] = pd.to_numeric(df[c])
+        numeric = list(self.meta["numeric"])  # converted in one concat: a column at a time fragments the frame
+        df = pd.concat([df.drop(columns=numeric), df[numeric].apply(pd.to_numeric)], axis=1)[df.columns]
         return df[df["experiment"] == experiment].reset_index(drop=True) if experiment else df
 
     def curves(self, runs: pd.DataFrame) -> pd.DataFrame:
