@@ -127,7 +127,8 @@ def _target(cell: str) -> float:
 
 
 PAIR_COLUMNS = {"mean diff (pp)": ("mean_diff",), "95 % ci": ("ci_low", "ci_high"), "p (t)": ("p_t",),
-                "p (holm)": ("p_holm",)}
+                "p (holm)": ("p_holm",), "simultaneous ci": ("ci_low", "ci_high"), "p adj": ("p_adj",),
+                "tost p adj": ("p_tost_adj",), "mde (pp)": ("mde",)}
 
 
 def pair_errors(csv: str, header: list[str], body: list[list[str]]) -> list[str]:
