@@ -5,7 +5,8 @@ retyped by hand or left stale. Three markers (an HTML comment on the line before
   with a variant; every number in a row (`mean ± std` or a bare mean) must be one of that variant's
   summary values on that dataset, to the decimals shown.
 - `<!-- pairs: <csv of paired comparisons> -->` opens a table of comparisons (columns `Dataset`,
-  `Variant` or `Method`, optionally `vs` and `Target`); its mean difference, CI and p-values must be
+  `Variant` or `Method`, optionally `vs`, `Target` and `Contrast`); its mean difference, CI, p-values,
+  MDE and paired sd must be
   that comparison's row of the CSV, to the decimals shown.
 - `<!-- quotes: <csv> [<csv> ...] -->` opens a paragraph or list (up to the next blank line); every
   decimal number in it (`1.97`, `−60.53`, `6.5e-11`) must be a value of one of those CSVs, to the
@@ -122,13 +123,21 @@ def _dataset(cell: str) -> str:
     return re.sub(r"[^a-z0-9]", "", cell.lower())
 
 
+def _contrast(cell: str) -> str:
+    """The CSV's spelling of a contrast cell: `mean over targets` -> mean, `−50 % MACs` -> macs:0.5."""
+    words = cell.lower()
+    if "mean" in words:
+        return "mean"
+    return f"{'params' if 'param' in words else 'macs'}:{_target(cell):g}"
+
+
 def _target(cell: str) -> float:
     return float(re.search(r"(\d+(?:\.\d+)?)", cell).group(1)) / 100
 
 
 PAIR_COLUMNS = {"mean diff (pp)": ("mean_diff",), "95 % ci": ("ci_low", "ci_high"), "p (t)": ("p_t",),
                 "p (holm)": ("p_holm",), "simultaneous ci": ("ci_low", "ci_high"), "p adj": ("p_adj",),
-                "tost p adj": ("p_tost_adj",), "mde (pp)": ("mde",)}
+                "tost p adj": ("p_tost_adj",), "mde (pp)": ("mde",), "paired sd (pp)": ("sd",)}
 
 
 def pair_errors(csv: str, header: list[str], body: list[list[str]]) -> list[str]:
@@ -144,6 +153,8 @@ def pair_errors(csv: str, header: list[str], body: list[list[str]]) -> list[str]
             rows = rows[rows.reference == _name(cells[cols["vs"]])]
         if "target" in cols:
             rows = rows[np.isclose(rows.target, _target(cells[cols["target"]]))]
+        if "contrast" in cols:
+            rows = rows[rows.contrast == _contrast(cells[cols["contrast"]])]
         assert len(rows) == 1, f"{csv}: {len(rows)} rows for {cells[:3]}"
         row = rows.iloc[0]
         for head, fields in PAIR_COLUMNS.items():
